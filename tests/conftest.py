@@ -1,0 +1,26 @@
+import os
+from pathlib import Path
+
+# Kernels run under Triton's interpreter on machines without a GPU; this must be set before
+# triton is imported anywhere.
+if "TRITON_INTERPRET" not in os.environ:
+    try:
+        import ctypes.util
+
+        has_cuda = ctypes.util.find_library("cuda") is not None
+    except Exception:  # pragma: no cover
+        has_cuda = False
+    if not has_cuda:
+        os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+
+MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+
+
+@pytest.fixture
+def media_dir() -> Path:
+    """../shared/media beside the checkout; tests that need real clips skip without it."""
+    if not MEDIA.is_dir():
+        pytest.skip(f"real media not found at {MEDIA} (a user's clone has none; CI has ../shared)")
+    return MEDIA
