@@ -5,7 +5,7 @@ checked and benchmarked on a bare GPU machine.
 """
 
 from ._backend import HAS_TRITON, resolve_backend
-from .hashgrid import hashgrid2d
+from .hashgrid import TriPlaneEncoder, hashgrid2d
 from .rasterize import rasterize
 
-__all__ = ["HAS_TRITON", "hashgrid2d", "rasterize", "resolve_backend"]
+__all__ = ["HAS_TRITON", "TriPlaneEncoder", "hashgrid2d", "rasterize", "resolve_backend"]
