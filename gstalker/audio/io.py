@@ -1,0 +1,93 @@
+"""Audio decoding: any file FFmpeg reads (wav, mp3, mp4, ...) to 16 kHz mono float32 with PyAV."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """The audio could not be read (missing file, no audio stream, corrupt data)."""
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sample_rate: int = SAMPLE_RATE,
+    start: Optional[float] = None,
+    end: Optional[float] = None,
+    origin: Optional[float] = None,
+) -> np.ndarray:
+    """Decode the first audio stream of `path` to mono float32 in [-1, 1] at `sample_rate`.
+
+    Channels are mixed down and the rate converted by FFmpeg's resampler (PyAV). `start`/`end`
+    (seconds) trim the result. Times are measured from `origin` (seconds on the container's
+    clock; default: the audio stream's own first timestamp, i.e. the first sample is t = 0).
+    Preprocessing passes the video's first frame time as `origin` so that audio and frames line
+    up; a gap between `origin` and the first audio sample is filled with silence.
+    """
+    import av
+
+    path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio or video file")
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise AudioError(f"{path}: not an audio or video file FFmpeg can read ({_short(e)})") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioError(f"{path}: has no audio stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks = []
+        first_time = None
+        try:
+            for frame in container.decode(stream):
+                if first_time is None and frame.pts is not None and frame.time_base is not None:
+                    first_time = float(frame.pts * frame.time_base)
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as e:
+            raise AudioError(f"{path}: corrupt or truncated audio ({_short(e)})") from None
+    wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if origin is not None and first_time is not None:
+        shift = int(round((first_time - origin) * sample_rate))
+        if shift > 0:
+            wave = np.concatenate([np.zeros(shift, np.float32), wave])
+        elif shift < 0:
+            wave = wave[-shift:]
+    s = 0 if start is None else max(0, int(round(start * sample_rate)))
+    e = len(wave) if end is None else max(s, int(round(end * sample_rate)))
+    wave = wave[s:e]
+    if end is not None and len(wave) < e - s:
+        wave = np.concatenate([wave, np.zeros(e - s - len(wave), np.float32)])
+    return np.clip(wave, -1.0, 1.0)
+
+
+def save_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write mono float audio as 16-bit PCM wav (to a temp file, then renamed into place)."""
+    import wave as wavemod
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pcm = (np.clip(wave, -1, 1) * 32767.0).round().astype("<i2")
+    with wavemod.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    os.replace(tmp, path)
+
+
+def _short(e: Exception) -> str:
+    s = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return s[:200]
