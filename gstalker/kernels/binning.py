@@ -1,0 +1,200 @@
+"""Tile binning and depth ordering: which Gaussians touch each 16x16 tile, front to back.
+
+The result is the list of (tile, Gaussian) intersections ordered by tile, then camera depth,
+then Gaussian index (the last only breaks exact depth ties, so both backends agree bit for bit):
+`isect_ids [M] int32` (Gaussian index per intersection) and `tile_ranges [tiles, 2] int32`
+(each tile's [start, end) in that list).
+
+Triton path: a counting sort by tile (per-tile counts with atomics, a prefix sum, a scatter into
+each tile's bucket), then a per-tile sort of unique 64-bit keys (depth bits << 32 | index): blocks
+sorted by rank, then merged pairwise by rank until each tile is one run. `bin_tiles_torch`
+does the same with one `torch.sort` and is the reference. No gradients flow here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._backend import HAS_TRITON
+from .projection import tile_grid, tile_rects
+
+SORT_BLOCK = 128
+
+
+def _rects_and_keys(means2d, radii, depths, width, height):
+    rect = tile_rects(means2d, radii, width, height)
+    rect = torch.where((radii > 0)[:, None], rect, torch.zeros_like(rect))
+    counts = (rect[:, 2] - rect[:, 0]) * (rect[:, 3] - rect[:, 1])
+    depth_bits = depths.detach().float().contiguous().view(torch.int32).long()
+    return rect, counts, depth_bits
+
+
+def bin_tiles_torch(means2d, radii, depths, width, height):
+    """Reference binning with one torch.sort. Inputs: means2d [N, 2], radii [N] int32, depths [N].
+
+    Returns isect_ids [M] int32 and tile_ranges [tiles_y * tiles_x, 2] int32.
+    """
+    tiles_x, tiles_y = tile_grid(width, height)
+    dev = means2d.device
+    rect, counts, depth_bits = _rects_and_keys(means2d, radii, depths, width, height)
+    gauss = torch.repeat_interleave(torch.arange(len(counts), device=dev), counts)
+    first = torch.cumsum(counts, 0) - counts
+    local = torch.arange(len(gauss), device=dev) - first[gauss]
+    rw = (rect[:, 2] - rect[:, 0])[gauss]
+    tile = (rect[gauss, 1] + local // rw) * tiles_x + rect[gauss, 0] + local % rw
+    # depths of visible Gaussians are >= 0.01, so their float bits sort like the floats
+    key = (tile << 32) | depth_bits[gauss]
+    order = torch.sort(key, stable=True).indices  # stable: equal depths stay in index order
+    isect_ids = gauss[order].int()
+    per_tile = torch.bincount(tile, minlength=tiles_x * tiles_y)
+    end = torch.cumsum(per_tile, 0)
+    tile_ranges = torch.stack([end - per_tile, end], dim=-1).int()
+    return isect_ids, tile_ranges
+
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _rect_loop(rect_ptr, offs, m):
+        x0 = tl.load(rect_ptr + offs * 4 + 0, mask=m, other=0)
+        y0 = tl.load(rect_ptr + offs * 4 + 1, mask=m, other=0)
+        x1 = tl.load(rect_ptr + offs * 4 + 2, mask=m, other=0)
+        y1 = tl.load(rect_ptr + offs * 4 + 3, mask=m, other=0)
+        rw = x1 - x0
+        count = rw * (y1 - y0)
+        return x0, y0, rw, count
+
+    @triton.jit
+    def _tile_count_kernel(rect_ptr, tile_counts_ptr, N, tiles_x, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < N
+        x0, y0, rw, count = _rect_loop(rect_ptr, offs, m)
+        rw = tl.maximum(rw, 1)
+        for k in range(0, tl.max(count)):
+            hit = k < count
+            tile = (y0 + k // rw) * tiles_x + x0 + k % rw
+            tl.atomic_add(tile_counts_ptr + tile, 1, mask=hit)
+
+    @triton.jit
+    def _tile_scatter_kernel(rect_ptr, depth_bits_ptr, cursor_ptr, keys_ptr, N, tiles_x, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < N
+        x0, y0, rw, count = _rect_loop(rect_ptr, offs, m)
+        rw = tl.maximum(rw, 1)
+        key = (tl.load(depth_bits_ptr + offs, mask=m, other=0).to(tl.int64) << 32) | offs.to(tl.int64)
+        for k in range(0, tl.max(count)):
+            hit = k < count
+            tile = (y0 + k // rw) * tiles_x + x0 + k % rw
+            pos = tl.atomic_add(cursor_ptr + tile, 1, mask=hit)
+            tl.store(keys_ptr + pos, key, mask=hit)
+
+    @triton.jit
+    def _block_sort_kernel(keys_ptr, ranges_ptr, block_tile_ptr, block_start_ptr, BLOCK: tl.constexpr):
+        """Sorts one block of up to BLOCK keys inside one tile's segment, in place."""
+        b = tl.program_id(0)
+        tile = tl.load(block_tile_ptr + b)
+        start = tl.load(block_start_ptr + b)
+        end = tl.minimum(tl.load(ranges_ptr + tile * 2 + 1), start + BLOCK)
+        offs = start + tl.arange(0, BLOCK)
+        m = offs < end
+        big = 0x7FFFFFFFFFFFFFFF
+        keys = tl.load(keys_ptr + offs, mask=m, other=big)
+        # keys are unique, so a key's rank (how many keys are smaller) is its sorted place;
+        # BLOCK^2 compares in registers beat a bitonic network at this size
+        rank = tl.sum((keys[None, :] < keys[:, None]).to(tl.int32), axis=1)
+        tl.store(keys_ptr + start + rank, keys, mask=m)
+
+    @triton.jit
+    def _merge_kernel(src_ptr, dst_ptr, seg_start_ptr, seg_end_ptr, M, run, steps, BLOCK: tl.constexpr):
+        """One merge pass: each key moves to (its index in its run + its rank in the partner run).
+
+        Runs of length `run` inside one tile's segment are merged pairwise. Keys are unique, so
+        the rank (number of partner keys below it) places every key exactly once.
+        """
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < M
+        seg0 = tl.load(seg_start_ptr + offs, mask=m, other=0)
+        seg1 = tl.load(seg_end_ptr + offs, mask=m, other=0)
+        key = tl.load(src_ptr + offs, mask=m, other=0)
+        local = offs - seg0
+        run_id = local // run
+        pair0 = seg0 + (run_id // 2) * 2 * run
+        own0 = seg0 + run_id * run
+        is_left = (run_id % 2) == 0
+        lo = tl.where(is_left, own0 + run, pair0)
+        hi = tl.minimum(tl.where(is_left, own0 + 2 * run, own0), seg1)
+        hi = tl.maximum(hi, lo)
+        for _ in range(0, steps):  # lower bound of key in src[lo:hi]
+            active = lo < hi
+            mid = (lo + hi) // 2
+            v = tl.load(src_ptr + mid, mask=m & active, other=0)
+            right = active & (v < key)
+            lo = tl.where(right, mid + 1, lo)
+            hi = tl.where(active & ~right, mid, hi)
+        p_lo = tl.where(is_left, own0 + run, pair0)
+        rank = lo - p_lo
+        tl.store(dst_ptr + pair0 + (offs - own0) + rank, key, mask=m)
+
+
+def bin_tiles_triton(means2d, radii, depths, width, height):
+    """Triton binning: same outputs as `bin_tiles_torch`."""
+    tiles_x, tiles_y = tile_grid(width, height)
+    num_tiles = tiles_x * tiles_y
+    dev = means2d.device
+    rect, counts, depth_bits = _rects_and_keys(means2d, radii, depths, width, height)
+    rect = rect.int().contiguous()
+    n = rect.shape[0]
+    tile_counts = torch.zeros(num_tiles, device=dev, dtype=torch.int32)
+    block = 128
+    if n:
+        _tile_count_kernel[(triton.cdiv(n, block),)](rect, tile_counts, n, tiles_x, BLOCK=block)
+    end = torch.cumsum(tile_counts, 0, dtype=torch.int32)
+    start = end - tile_counts
+    tile_ranges = torch.stack([start, end], dim=-1).contiguous()
+    total = int(end[-1]) if num_tiles else 0
+    if total == 0:
+        return torch.zeros(0, device=dev, dtype=torch.int32), tile_ranges
+    keys = torch.empty(total, device=dev, dtype=torch.int64)
+    cursor = start.clone()
+    _tile_scatter_kernel[(triton.cdiv(n, block),)](
+        rect, depth_bits.int().contiguous(), cursor, keys, n, tiles_x, BLOCK=block
+    )
+
+    # sort each tile's segment: blocks of SORT_BLOCK first
+    blocks_per_tile = (tile_counts.long() + SORT_BLOCK - 1) // SORT_BLOCK
+    block_tile = torch.repeat_interleave(torch.arange(num_tiles, device=dev), blocks_per_tile)
+    first = torch.cumsum(blocks_per_tile, 0) - blocks_per_tile
+    block_start = start.long()[block_tile] + (torch.arange(len(block_tile), device=dev) - first[block_tile]) * SORT_BLOCK
+    _block_sort_kernel[(len(block_tile),)](keys, tile_ranges, block_tile.int(), block_start.int(), BLOCK=SORT_BLOCK)
+
+    # then merge runs pairwise inside each segment until every tile is one run
+    longest = int(tile_counts.max())
+    if longest > SORT_BLOCK:
+        tile_of = torch.repeat_interleave(torch.arange(num_tiles, device=dev), tile_counts.long())
+        seg_start = start[tile_of].contiguous()
+        seg_end = end[tile_of].contiguous()
+        other = torch.empty_like(keys)
+        run = SORT_BLOCK
+        while run < longest:
+            steps = max(1, run.bit_length())
+            _merge_kernel[(triton.cdiv(total, 1024),)](
+                keys, other, seg_start, seg_end, total, run, steps, BLOCK=1024
+            )
+            keys, other = other, keys
+            run *= 2
+    isect_ids = (keys & 0xFFFFFFFF).int()
+    return isect_ids, tile_ranges
+
+
+def bin_tiles(means2d, radii, depths, width, height, backend="torch"):
+    """Bin visible Gaussians (radii > 0) into tiles, each tile's list ordered front to back.
+
+    means2d: [N, 2], radii: [N] int32, depths: [N]. Returns isect_ids [M] int32 and
+    tile_ranges [tiles, 2] int32 (row-major tiles, tiles_x = ceil(width / 16)).
+    """
+    with torch.no_grad():
+        if backend == "torch":
+            return bin_tiles_torch(means2d, radii, depths, width, height)
+        return bin_tiles_triton(means2d, radii, depths, width, height)

@@ -1,0 +1,453 @@
+"""Gaussian projection: 3D means, rotations and scales to 2D means, conics, depths and radii.
+
+Conventions (fixed in docs/conventions.md): OpenCV camera, `viewmat` world-to-camera, wxyz
+quaternions normalised here, `Sigma2d = J W Sigma W^T J^T + 0.3 I`, culled when camera z < 0.01,
+radius = ceil(3 sqrt(largest eigenvalue)), culled when its tile rectangle is empty.
+
+Three pieces, side by side: the Triton forward and backward kernels, `_ProjectGaussians`
+(the autograd glue), and `project_torch` (plain torch, the spec the kernels are tested against).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._backend import HAS_TRITON
+
+TILE = 16
+NEAR = 0.01
+LOWPASS = 0.3
+FOV_CLAMP = 1.3  # as 3DGS: x/z, y/z clamped to 1.3x the half field of view inside J
+
+
+def tile_grid(width: int, height: int) -> tuple[int, int]:
+    """Tiles across and down for an image of `width` x `height` pixels."""
+    return math.ceil(width / TILE), math.ceil(height / TILE)
+
+
+def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
+    """quats: [N, 4] wxyz, normalised -> [N, 3, 3] rotation matrices."""
+    w, x, y, z = quats.unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(quats.shape[:-1] + (3, 3))
+
+
+def tile_rects(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The tiles a Gaussian's 3-sigma square overlaps: [N, 4] int64 (x0, y0, x1, y1), ends exclusive."""
+    tiles_x, tiles_y = tile_grid(width, height)
+    r = radii.to(means2d.dtype)
+    u, v = means2d[:, 0].detach(), means2d[:, 1].detach()
+    x0 = torch.floor((u - r) / TILE).clamp(0, tiles_x)
+    x1 = torch.ceil((u + r) / TILE).clamp(0, tiles_x)
+    y0 = torch.floor((v - r) / TILE).clamp(0, tiles_y)
+    y1 = torch.ceil((v + r) / TILE).clamp(0, tiles_y)
+    return torch.stack([x0, y0, x1, y1], dim=-1).long()
+
+
+def project_torch(means3d, quats, scales, viewmat, K, width, height):
+    """Plain-torch projection, differentiable through autograd.
+
+    means3d: [N, 3], quats: [N, 4] wxyz (any norm), scales: [N, 3] > 0,
+    viewmat: [4, 4] world-to-camera, K: [3, 3].
+    Returns means2d [N, 2] (pixels), conics [N, 3] (A, B, C of the inverse 2D covariance),
+    depths [N] (camera z), radii [N] int32 (0 where culled). Culled rows of means2d and
+    conics are zero.
+    """
+    R, t = viewmat[:3, :3], viewmat[:3, 3]
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    p = means3d @ R.T + t
+    x, y, z = p.unbind(-1)
+    valid = z >= NEAR
+    zs = torch.where(valid, z, torch.ones_like(z))
+    lim_x = FOV_CLAMP * 0.5 * width / fx
+    lim_y = FOV_CLAMP * 0.5 * height / fy
+    tx = zs * torch.clamp(x / zs, -lim_x, lim_x)
+    ty = zs * torch.clamp(y / zs, -lim_y, lim_y)
+    zero = torch.zeros_like(zs)
+    J = torch.stack(
+        [fx / zs, zero, -fx * tx / (zs * zs), zero, fy / zs, -fy * ty / (zs * zs)], dim=-1
+    ).reshape(-1, 2, 3)
+
+    rot = quat_to_rotmat(quats / quats.norm(dim=-1, keepdim=True))
+    M = rot * scales[:, None, :]
+    cov3d = M @ M.transpose(1, 2)
+    JW = J @ R
+    cov2d = JW @ cov3d @ JW.transpose(1, 2)
+    a = cov2d[:, 0, 0] + LOWPASS
+    b = cov2d[:, 0, 1]
+    c = cov2d[:, 1, 1] + LOWPASS
+    det = a * c - b * b
+    valid = valid & (det > 0)
+    det = torch.where(valid, det, torch.ones_like(det))
+    conics = torch.stack([c / det, -b / det, a / det], dim=-1)
+
+    u = fx * x / zs + cx
+    v = fy * y / zs + cy
+    means2d = torch.stack([u, v], dim=-1)
+
+    with torch.no_grad():
+        mid = 0.5 * (a + c)
+        lam = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0))
+        radii = torch.ceil(3 * torch.sqrt(lam))
+        radii = torch.where(valid, radii, torch.zeros_like(radii))
+        rect = tile_rects(means2d, radii, width, height)
+        valid = valid & (rect[:, 2] > rect[:, 0]) & (rect[:, 3] > rect[:, 1])
+        radii = torch.where(valid, radii, torch.zeros_like(radii)).int()
+    keep = valid[:, None]
+    means2d = torch.where(keep, means2d, torch.zeros_like(means2d))
+    conics = torch.where(keep, conics, torch.zeros_like(conics))
+    return means2d, conics, z.detach(), radii
+
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _camera(view_ptr, K_ptr):
+        """Loads the 12 world-to-camera numbers and 4 intrinsics shared by every Gaussian."""
+        r00 = tl.load(view_ptr + 0)
+        r01 = tl.load(view_ptr + 1)
+        r02 = tl.load(view_ptr + 2)
+        t0 = tl.load(view_ptr + 3)
+        r10 = tl.load(view_ptr + 4)
+        r11 = tl.load(view_ptr + 5)
+        r12 = tl.load(view_ptr + 6)
+        t1 = tl.load(view_ptr + 7)
+        r20 = tl.load(view_ptr + 8)
+        r21 = tl.load(view_ptr + 9)
+        r22 = tl.load(view_ptr + 10)
+        t2 = tl.load(view_ptr + 11)
+        fx = tl.load(K_ptr + 0)
+        cx = tl.load(K_ptr + 2)
+        fy = tl.load(K_ptr + 4)
+        cy = tl.load(K_ptr + 5)
+        return r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy
+
+    @triton.jit
+    def _project_fwd_kernel(
+        means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr,
+        means2d_ptr, conics_ptr, depths_ptr, radii_ptr,
+        N, width, height, tiles_x, tiles_y,
+        BLOCK: tl.constexpr,
+    ):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < N
+        r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy = _camera(view_ptr, K_ptr)
+
+        mx = tl.load(means_ptr + offs * 3 + 0, mask=m, other=0.0)
+        my = tl.load(means_ptr + offs * 3 + 1, mask=m, other=0.0)
+        mz = tl.load(means_ptr + offs * 3 + 2, mask=m, other=0.0)
+        x = r00 * mx + r01 * my + r02 * mz + t0
+        y = r10 * mx + r11 * my + r12 * mz + t1
+        z = r20 * mx + r21 * my + r22 * mz + t2
+        valid = m & (z >= 0.01)
+        z = tl.where(valid, z, 1.0)
+
+        qw = tl.load(quats_ptr + offs * 4 + 0, mask=m, other=1.0)
+        qx = tl.load(quats_ptr + offs * 4 + 1, mask=m, other=0.0)
+        qy = tl.load(quats_ptr + offs * 4 + 2, mask=m, other=0.0)
+        qz = tl.load(quats_ptr + offs * 4 + 3, mask=m, other=0.0)
+        sx = tl.load(scales_ptr + offs * 3 + 0, mask=m, other=1.0)
+        sy = tl.load(scales_ptr + offs * 3 + 1, mask=m, other=1.0)
+        sz = tl.load(scales_ptr + offs * 3 + 2, mask=m, other=1.0)
+
+        a, b, c = _cov2d(qw, qx, qy, qz, sx, sy, sz, x, y, z,
+                         r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, width, height)
+        det = a * c - b * b
+        valid = valid & (det > 0)
+        det = tl.where(valid, det, 1.0)
+
+        u = fx * x / z + cx
+        v = fy * y / z + cy
+        mid = 0.5 * (a + c)
+        lam = mid + tl.sqrt_rn(tl.maximum(mid * mid - det, 0.0))
+        radius = tl.ceil(3.0 * tl.sqrt_rn(lam))
+        x0 = tl.minimum(tl.maximum(tl.floor((u - radius) / 16.0), 0.0), tiles_x * 1.0)
+        x1 = tl.minimum(tl.maximum(tl.ceil((u + radius) / 16.0), 0.0), tiles_x * 1.0)
+        y0 = tl.minimum(tl.maximum(tl.floor((v - radius) / 16.0), 0.0), tiles_y * 1.0)
+        y1 = tl.minimum(tl.maximum(tl.ceil((v + radius) / 16.0), 0.0), tiles_y * 1.0)
+        valid = valid & (x1 > x0) & (y1 > y0)
+
+        tl.store(means2d_ptr + offs * 2 + 0, tl.where(valid, u, 0.0), mask=m)
+        tl.store(means2d_ptr + offs * 2 + 1, tl.where(valid, v, 0.0), mask=m)
+        tl.store(conics_ptr + offs * 3 + 0, tl.where(valid, c / det, 0.0), mask=m)
+        tl.store(conics_ptr + offs * 3 + 1, tl.where(valid, -b / det, 0.0), mask=m)
+        tl.store(conics_ptr + offs * 3 + 2, tl.where(valid, a / det, 0.0), mask=m)
+        tl.store(depths_ptr + offs, r20 * mx + r21 * my + r22 * mz + t2, mask=m)
+        tl.store(radii_ptr + offs, tl.where(valid, radius, 0.0).to(tl.int32), mask=m)
+
+    @triton.jit
+    def _rotation(qw, qx, qy, qz):
+        inv = 1.0 / tl.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+        w = qw * inv
+        x = qx * inv
+        y = qy * inv
+        z = qz * inv
+        R00 = 1.0 - 2.0 * (y * y + z * z)
+        R01 = 2.0 * (x * y - w * z)
+        R02 = 2.0 * (x * z + w * y)
+        R10 = 2.0 * (x * y + w * z)
+        R11 = 1.0 - 2.0 * (x * x + z * z)
+        R12 = 2.0 * (y * z - w * x)
+        R20 = 2.0 * (x * z - w * y)
+        R21 = 2.0 * (y * z + w * x)
+        R22 = 1.0 - 2.0 * (x * x + y * y)
+        return w, x, y, z, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22
+
+    @triton.jit
+    def _jacobian(x, y, z, fx, fy, width, height):
+        """J's non-zero entries at camera point (x, y, z), with x/z and y/z clamped to 1.3 FOV."""
+        lim_x = 1.3 * 0.5 * width / fx
+        lim_y = 1.3 * 0.5 * height / fy
+        ux = x / z
+        uy = y / z
+        clamped_x = (ux < -lim_x) | (ux > lim_x)
+        clamped_y = (uy < -lim_y) | (uy > lim_y)
+        tx = z * tl.minimum(tl.maximum(ux, -lim_x), lim_x)
+        ty = z * tl.minimum(tl.maximum(uy, -lim_y), lim_y)
+        j00 = fx / z
+        j02 = -fx * tx / (z * z)
+        j11 = fy / z
+        j12 = -fy * ty / (z * z)
+        return j00, j02, j11, j12, tx, ty, clamped_x, clamped_y
+
+    @triton.jit
+    def _cam_cov(R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
+                 r00, r01, r02, r10, r11, r12, r20, r21, r22):
+        """Camera-space covariance V = W (R S)(R S)^T W^T as 6 unique entries; also M = R S."""
+        M00 = R00 * sx
+        M01 = R01 * sy
+        M02 = R02 * sz
+        M10 = R10 * sx
+        M11 = R11 * sy
+        M12 = R12 * sz
+        M20 = R20 * sx
+        M21 = R21 * sy
+        M22 = R22 * sz
+        # P = W M, then V = P P^T
+        P00 = r00 * M00 + r01 * M10 + r02 * M20
+        P01 = r00 * M01 + r01 * M11 + r02 * M21
+        P02 = r00 * M02 + r01 * M12 + r02 * M22
+        P10 = r10 * M00 + r11 * M10 + r12 * M20
+        P11 = r10 * M01 + r11 * M11 + r12 * M21
+        P12 = r10 * M02 + r11 * M12 + r12 * M22
+        P20 = r20 * M00 + r21 * M10 + r22 * M20
+        P21 = r20 * M01 + r21 * M11 + r22 * M21
+        P22 = r20 * M02 + r21 * M12 + r22 * M22
+        V00 = P00 * P00 + P01 * P01 + P02 * P02
+        V01 = P00 * P10 + P01 * P11 + P02 * P12
+        V02 = P00 * P20 + P01 * P21 + P02 * P22
+        V11 = P10 * P10 + P11 * P11 + P12 * P12
+        V12 = P10 * P20 + P11 * P21 + P12 * P22
+        V22 = P20 * P20 + P21 * P21 + P22 * P22
+        return V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22
+
+    @triton.jit
+    def _cov2d(qw, qx, qy, qz, sx, sy, sz, x, y, z,
+               r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, width, height):
+        w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22 = _rotation(qw, qx, qy, qz)
+        V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_cov(
+            R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
+            r00, r01, r02, r10, r11, r12, r20, r21, r22)
+        j00, j02, j11, j12, tx, ty, cxm, cym = _jacobian(x, y, z, fx, fy, width, height)
+        a = j00 * j00 * V00 + 2.0 * j00 * j02 * V02 + j02 * j02 * V22 + 0.3
+        b = j00 * j11 * V01 + j00 * j12 * V02 + j02 * j11 * V12 + j02 * j12 * V22
+        c = j11 * j11 * V11 + 2.0 * j11 * j12 * V12 + j12 * j12 * V22 + 0.3
+        return a, b, c
+
+    @triton.jit
+    def _project_bwd_kernel(
+        means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, radii_ptr,
+        g_means2d_ptr, g_conics_ptr,
+        g_means_ptr, g_quats_ptr, g_scales_ptr,
+        N, width, height,
+        BLOCK: tl.constexpr,
+    ):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < N
+        r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy = _camera(view_ptr, K_ptr)
+        valid = m & (tl.load(radii_ptr + offs, mask=m, other=0) > 0)
+
+        mx = tl.load(means_ptr + offs * 3 + 0, mask=m, other=0.0)
+        my = tl.load(means_ptr + offs * 3 + 1, mask=m, other=0.0)
+        mz = tl.load(means_ptr + offs * 3 + 2, mask=m, other=1.0)
+        x = r00 * mx + r01 * my + r02 * mz + t0
+        y = r10 * mx + r11 * my + r12 * mz + t1
+        z = r20 * mx + r21 * my + r22 * mz + t2
+        z = tl.where(valid, z, 1.0)
+        qw = tl.load(quats_ptr + offs * 4 + 0, mask=m, other=1.0)
+        qx = tl.load(quats_ptr + offs * 4 + 1, mask=m, other=0.0)
+        qy = tl.load(quats_ptr + offs * 4 + 2, mask=m, other=0.0)
+        qz = tl.load(quats_ptr + offs * 4 + 3, mask=m, other=0.0)
+        sx = tl.load(scales_ptr + offs * 3 + 0, mask=m, other=1.0)
+        sy = tl.load(scales_ptr + offs * 3 + 1, mask=m, other=1.0)
+        sz = tl.load(scales_ptr + offs * 3 + 2, mask=m, other=1.0)
+
+        # forward, again
+        w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22 = _rotation(qw, qx, qy, qz)
+        V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_cov(
+            R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
+            r00, r01, r02, r10, r11, r12, r20, r21, r22)
+        j00, j02, j11, j12, tx, ty, clamped_x, clamped_y = _jacobian(x, y, z, fx, fy, width, height)
+        a = j00 * j00 * V00 + 2.0 * j00 * j02 * V02 + j02 * j02 * V22 + 0.3
+        b = j00 * j11 * V01 + j00 * j12 * V02 + j02 * j11 * V12 + j02 * j12 * V22
+        c = j11 * j11 * V11 + 2.0 * j11 * j12 * V12 + j12 * j12 * V22 + 0.3
+        det = a * c - b * b
+        QA = c / det
+        QB = -b / det
+        QC = a / det
+
+        # conic = inverse(cov2d): dL/dcov = -Q G Q, G the symmetric gradient of Q
+        gA = tl.load(g_conics_ptr + offs * 3 + 0, mask=valid, other=0.0)
+        gB = tl.load(g_conics_ptr + offs * 3 + 1, mask=valid, other=0.0) * 0.5
+        gC = tl.load(g_conics_ptr + offs * 3 + 2, mask=valid, other=0.0)
+        GQ00 = gA * QA + gB * QB
+        GQ01 = gA * QB + gB * QC
+        GQ10 = gB * QA + gC * QB
+        GQ11 = gB * QB + gC * QC
+        ga = -(QA * GQ00 + QB * GQ10)
+        gb = -(QA * GQ01 + QB * GQ11) * 2.0  # b stands at (0,1) and (1,0)
+        gc = -(QB * GQ01 + QC * GQ11)
+
+        # cov2d = J V J^T: gradients of V's unique entries and of J's entries
+        gV00 = ga * j00 * j00
+        gV01 = gb * j00 * j11
+        gV02 = 2.0 * ga * j00 * j02 + gb * j00 * j12
+        gV11 = gc * j11 * j11
+        gV12 = gb * j02 * j11 + 2.0 * gc * j11 * j12
+        gV22 = ga * j02 * j02 + gb * j02 * j12 + gc * j12 * j12
+        gj00 = ga * (2.0 * j00 * V00 + 2.0 * j02 * V02) + gb * (j11 * V01 + j12 * V02)
+        gj02 = ga * (2.0 * j00 * V02 + 2.0 * j02 * V22) + gb * (j11 * V12 + j12 * V22)
+        gj11 = gb * (j00 * V01 + j02 * V12) + gc * (2.0 * j11 * V11 + 2.0 * j12 * V12)
+        gj12 = gb * (j00 * V02 + j02 * V22) + gc * (2.0 * j11 * V12 + 2.0 * j12 * V22)
+
+        # camera-space point: through J and through means2d = (fx x/z + cx, fy y/z + cy)
+        gu = tl.load(g_means2d_ptr + offs * 2 + 0, mask=valid, other=0.0)
+        gv = tl.load(g_means2d_ptr + offs * 2 + 1, mask=valid, other=0.0)
+        iz = 1.0 / z
+        iz2 = iz * iz
+        gtx = -gj02 * fx * iz2
+        gty = -gj12 * fy * iz2
+        gz = (-gj00 * fx * iz2 + 2.0 * gj02 * fx * tx * iz2 * iz
+              - gj11 * fy * iz2 + 2.0 * gj12 * fy * ty * iz2 * iz
+              - gu * fx * x * iz2 - gv * fy * y * iz2)
+        gx = gu * fx * iz
+        gy = gv * fy * iz
+        gx += tl.where(clamped_x, 0.0, gtx)
+        gz += tl.where(clamped_x, gtx * tx * iz, 0.0)
+        gy += tl.where(clamped_y, 0.0, gty)
+        gz += tl.where(clamped_y, gty * ty * iz, 0.0)
+        tl.store(g_means_ptr + offs * 3 + 0, r00 * gx + r10 * gy + r20 * gz, mask=m)
+        tl.store(g_means_ptr + offs * 3 + 1, r01 * gx + r11 * gy + r21 * gz, mask=m)
+        tl.store(g_means_ptr + offs * 3 + 2, r02 * gx + r12 * gy + r22 * gz, mask=m)
+
+        # V = P P^T with P = W M: dL/dP = 2 Gv P (Gv symmetric, off-diagonals halved)
+        h01 = 0.5 * gV01
+        h02 = 0.5 * gV02
+        h12 = 0.5 * gV12
+        gP00 = 2.0 * (gV00 * P00 + h01 * P10 + h02 * P20)
+        gP01 = 2.0 * (gV00 * P01 + h01 * P11 + h02 * P21)
+        gP02 = 2.0 * (gV00 * P02 + h01 * P12 + h02 * P22)
+        gP10 = 2.0 * (h01 * P00 + gV11 * P10 + h12 * P20)
+        gP11 = 2.0 * (h01 * P01 + gV11 * P11 + h12 * P21)
+        gP12 = 2.0 * (h01 * P02 + gV11 * P12 + h12 * P22)
+        gP20 = 2.0 * (h02 * P00 + h12 * P10 + gV22 * P20)
+        gP21 = 2.0 * (h02 * P01 + h12 * P11 + gV22 * P21)
+        gP22 = 2.0 * (h02 * P02 + h12 * P12 + gV22 * P22)
+        # M = W^T gP
+        gM00 = r00 * gP00 + r10 * gP10 + r20 * gP20
+        gM01 = r00 * gP01 + r10 * gP11 + r20 * gP21
+        gM02 = r00 * gP02 + r10 * gP12 + r20 * gP22
+        gM10 = r01 * gP00 + r11 * gP10 + r21 * gP20
+        gM11 = r01 * gP01 + r11 * gP11 + r21 * gP21
+        gM12 = r01 * gP02 + r11 * gP12 + r21 * gP22
+        gM20 = r02 * gP00 + r12 * gP10 + r22 * gP20
+        gM21 = r02 * gP01 + r12 * gP11 + r22 * gP21
+        gM22 = r02 * gP02 + r12 * gP12 + r22 * gP22
+        # M = R diag(s)
+        tl.store(g_scales_ptr + offs * 3 + 0, gM00 * R00 + gM10 * R10 + gM20 * R20, mask=m)
+        tl.store(g_scales_ptr + offs * 3 + 1, gM01 * R01 + gM11 * R11 + gM21 * R21, mask=m)
+        tl.store(g_scales_ptr + offs * 3 + 2, gM02 * R02 + gM12 * R12 + gM22 * R22, mask=m)
+        gR00 = gM00 * sx
+        gR01 = gM01 * sy
+        gR02 = gM02 * sz
+        gR10 = gM10 * sx
+        gR11 = gM11 * sy
+        gR12 = gM12 * sz
+        gR20 = gM20 * sx
+        gR21 = gM21 * sy
+        gR22 = gM22 * sz
+        # R(q) for the normalised q, then through the normalisation
+        gw = 2.0 * (qxn * (gR21 - gR12) + qyn * (gR02 - gR20) + qzn * (gR10 - gR01))
+        gqx = 2.0 * (-2.0 * qxn * (gR11 + gR22) + qyn * (gR10 + gR01) + qzn * (gR20 + gR02) + w * (gR21 - gR12))
+        gqy = 2.0 * (qxn * (gR10 + gR01) - 2.0 * qyn * (gR00 + gR22) + qzn * (gR21 + gR12) + w * (gR02 - gR20))
+        gqz = 2.0 * (qxn * (gR20 + gR02) + qyn * (gR21 + gR12) - 2.0 * qzn * (gR00 + gR11) + w * (gR10 - gR01))
+        dot = w * gw + qxn * gqx + qyn * gqy + qzn * gqz
+        tl.store(g_quats_ptr + offs * 4 + 0, (gw - w * dot) * inv, mask=m)
+        tl.store(g_quats_ptr + offs * 4 + 1, (gqx - qxn * dot) * inv, mask=m)
+        tl.store(g_quats_ptr + offs * 4 + 2, (gqy - qyn * dot) * inv, mask=m)
+        tl.store(g_quats_ptr + offs * 4 + 3, (gqz - qzn * dot) * inv, mask=m)
+
+
+_BLOCK = 128
+
+
+class _ProjectGaussians(torch.autograd.Function):
+    """Triton projection; gradients flow from means2d and conics to means3d, quats and scales."""
+
+    @staticmethod
+    def forward(ctx, means3d, quats, scales, viewmat, K, width, height):
+        n = means3d.shape[0]
+        dev = means3d.device
+        means2d = torch.zeros(n, 2, device=dev, dtype=torch.float32)
+        conics = torch.zeros(n, 3, device=dev, dtype=torch.float32)
+        depths = torch.zeros(n, device=dev, dtype=torch.float32)
+        radii = torch.zeros(n, device=dev, dtype=torch.int32)
+        if n:
+            tiles_x, tiles_y = tile_grid(width, height)
+            _project_fwd_kernel[(triton.cdiv(n, _BLOCK),)](
+                means3d, quats, scales, viewmat, K, means2d, conics, depths, radii,
+                n, width, height, tiles_x, tiles_y, BLOCK=_BLOCK,
+            )
+        ctx.save_for_backward(means3d, quats, scales, viewmat, K, radii)
+        ctx.size = (width, height)
+        ctx.mark_non_differentiable(depths, radii)
+        return means2d, conics, depths, radii
+
+    @staticmethod
+    def backward(ctx, g_means2d, g_conics, _g_depths, _g_radii):
+        means3d, quats, scales, viewmat, K, radii = ctx.saved_tensors
+        width, height = ctx.size
+        n = means3d.shape[0]
+        g_means = torch.zeros_like(means3d)
+        g_quats = torch.zeros_like(quats)
+        g_scales = torch.zeros_like(scales)
+        if n:
+            _project_bwd_kernel[(triton.cdiv(n, _BLOCK),)](
+                means3d, quats, scales, viewmat, K, radii,
+                g_means2d.contiguous(), g_conics.contiguous(), g_means, g_quats, g_scales,
+                n, width, height, BLOCK=_BLOCK,
+            )
+        return g_means, g_quats, g_scales, None, None, None, None
+
+
+def project_gaussians(means3d, quats, scales, viewmat, K, width, height, backend="torch"):
+    """Project Gaussians to the image plane with the chosen (already resolved) backend.
+
+    Returns means2d [N, 2], conics [N, 3], depths [N], radii [N] int32; see `project_torch`.
+    """
+    if backend == "torch":
+        return project_torch(means3d, quats, scales, viewmat, K, width, height)
+    return _ProjectGaussians.apply(
+        means3d.contiguous(), quats.contiguous(), scales.contiguous(),
+        viewmat.contiguous(), K.contiguous(), width, height,
+    )
