@@ -1,0 +1,254 @@
+"""The rasterizer: Triton kernels (under the interpreter on CPU) against the torch backend, and
+the torch backend against independent maths."""
+
+import math
+
+import pytest
+import torch
+
+import gstalker.kernels.binning as binning
+from gstalker.kernels import rasterize
+from gstalker.kernels.binning import bin_tiles_torch, bin_tiles_triton
+from gstalker.kernels.projection import project_torch
+
+
+def make_scene(n, channels, seed=0, spread=(0.8, 0.6, 0.5), opacity=(0.05, 0.95), scale=(0.02, 0.17), dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    means3d = torch.randn(n, 3, generator=g) * torch.tensor(spread) + torch.tensor([0.0, 0.0, 3.0])
+    quats = torch.randn(n, 4, generator=g)
+    scales = torch.rand(n, 3, generator=g) * (scale[1] - scale[0]) + scale[0]
+    opacities = torch.rand(n, generator=g) * (opacity[1] - opacity[0]) + opacity[0]
+    colors = torch.rand(n, channels, generator=g)
+    background = torch.rand(channels, generator=g)
+    return [t.to(dtype).requires_grad_() for t in (means3d, quats, scales, opacities, colors, background)]
+
+
+def camera(width, height, dtype=torch.float32, angle=0.2):
+    viewmat = torch.eye(4, dtype=dtype)
+    c, s = math.cos(angle), math.sin(angle)
+    viewmat[:3, :3] = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=dtype)
+    viewmat[:3, 3] = torch.tensor([0.05, -0.1, 0.2], dtype=dtype)
+    K = torch.tensor([[1.1 * width, 0, width / 2], [0, 1.1 * width, height / 2], [0, 0, 1]], dtype=dtype)
+    return viewmat, K
+
+
+def render(scene, width, height, backend, background=True):
+    means3d, quats, scales, opacities, colors, bg = scene
+    viewmat, K = camera(width, height, dtype=means3d.dtype)
+    return rasterize(means3d, quats, scales, opacities, colors, viewmat, K, width, height,
+                     background=bg if background else None, backend=backend)
+
+
+SCENES = [
+    # n, channels, width, height
+    (150, 3, 40, 30),
+    (300, 5, 64, 64),
+    (60, 1, 17, 33),
+]
+
+
+@pytest.mark.parametrize("n,channels,width,height", SCENES)
+def test_triton_forward_matches_torch(n, channels, width, height):
+    scene = make_scene(n, channels)
+    img_t, alpha_t, meta_t = render(scene, width, height, "torch")
+    img_k, alpha_k, meta_k = render(scene, width, height, "triton")
+    assert img_k.shape == (height, width, channels) and alpha_k.shape == (height, width, 1)
+    assert alpha_t.mean() > 0.1, "scene should cover the image"
+    torch.testing.assert_close(img_k, img_t, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alpha_k, alpha_t, atol=1e-5, rtol=1e-5)
+    assert torch.equal(meta_k["radii"], meta_t["radii"])
+    assert (meta_t["radii"] > 0).sum() > n // 2
+    torch.testing.assert_close(meta_k["means2d"], meta_t["means2d"], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(meta_k["depths"], meta_t["depths"])
+    assert torch.equal(meta_k["isect_ids"], meta_t["isect_ids"])
+    assert torch.equal(meta_k["tile_ranges"], meta_t["tile_ranges"])
+
+
+def _grads(scene, width, height, backend, weights):
+    img, alpha, meta = render(scene, width, height, backend)
+    meta["means2d"].retain_grad()
+    loss = (img * weights[0]).sum() + (alpha * weights[1]).sum()
+    for t in scene:
+        t.grad = None
+    loss.backward()
+    return [t.grad.clone() for t in scene] + [meta["means2d"].grad.clone()]
+
+
+@pytest.mark.parametrize("n,channels,width,height", SCENES[:2])
+def test_triton_gradients_match_torch(n, channels, width, height):
+    scene = make_scene(n, channels, seed=1)
+    g = torch.Generator().manual_seed(2)
+    weights = (torch.randn(height, width, channels, generator=g), torch.randn(height, width, 1, generator=g))
+    ref = _grads(scene, width, height, "torch", weights)
+    got = _grads(scene, width, height, "triton", weights)
+    for name, a, b in zip(["means3d", "quats", "scales", "opacities", "colors", "background", "means2d"], got, ref):
+        assert b.abs().max() > 0, f"{name}: reference gradient is all zero"
+        scale = b.abs().max()
+        assert (a - b).abs().max() <= 1e-4 * scale + 1e-5, f"{name} gradient differs"
+
+
+def test_dense_scene_stops_early_and_matches():
+    """Many opaque Gaussians: pixels reach the 1e-4 transmittance stop; both backends agree."""
+    scene = make_scene(120, 3, seed=3, spread=(0.3, 0.3, 0.3), opacity=(0.8, 0.98), scale=(0.1, 0.3))
+    img_t, alpha_t, _ = render(scene, 24, 20, "torch")
+    img_k, alpha_k, _ = render(scene, 24, 20, "triton")
+    assert (alpha_t > 1 - 1e-3).float().mean() > 0.2
+    torch.testing.assert_close(img_k, img_t, atol=1e-5, rtol=1e-5)
+    g = torch.Generator().manual_seed(4)
+    weights = (torch.randn(20, 24, 3, generator=g), torch.randn(20, 24, 1, generator=g))
+    for a, b in zip(_grads(scene, 24, 20, "triton", weights), _grads(scene, 24, 20, "torch", weights)):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-5
+
+
+@pytest.mark.parametrize("sort_block", [4, 128])
+def test_triton_binning_matches_torch_sort(monkeypatch, sort_block):
+    """Counting sort + per-tile sort (with merge passes when tiles exceed a block) equals torch.sort,
+    depth ties broken by index."""
+    monkeypatch.setattr(binning, "SORT_BLOCK", sort_block)
+    g = torch.Generator().manual_seed(5)
+    n, width, height = 400, 70, 50
+    means2d = torch.rand(n, 2, generator=g) * torch.tensor([width + 20.0, height + 20.0]) - 10
+    radii = torch.randint(0, 25, (n,), generator=g, dtype=torch.int32)
+    depths = torch.rand(n, generator=g) * 4 + 0.5
+    depths[:50] = depths[50:100]  # exact ties
+    ids_t, ranges_t = bin_tiles_torch(means2d, radii, depths, width, height)
+    ids_k, ranges_k = bin_tiles_triton(means2d, radii, depths, width, height)
+    assert (ranges_t[:, 1] - ranges_t[:, 0]).max() > 4 * sort_block or sort_block == 128
+    assert torch.equal(ranges_k, ranges_t)
+    assert torch.equal(ids_k, ids_t)
+    # each tile's list is front to back
+    for s, e in ranges_t.tolist():
+        d = depths[ids_t[s:e].long()]
+        assert bool((d[1:] >= d[:-1]).all())
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_single_isotropic_gaussian_is_analytic(backend):
+    """A round Gaussian on the optical axis: alpha(d) = o exp(-d^2 / 2 s2d^2), s2d^2 = (f s / z)^2 + 0.3."""
+    width, height, f, z, s, o = 40, 36, 50.0, 4.0, 0.2, 0.7
+    means3d = torch.tensor([[0.0, 0.0, z]])
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    scales = torch.full((1, 3), s)
+    color = torch.tensor([[0.9, 0.2, 0.4]])
+    bg = torch.tensor([0.1, 0.5, 0.3])
+    K = torch.tensor([[f, 0, 20.0], [0, f, 18.0], [0, 0, 1]])
+    img, alpha, meta = rasterize(means3d, quats, scales, torch.tensor([o]), color, torch.eye(4), K,
+                                 width, height, background=bg, backend=backend)
+    var = (f * s / z) ** 2 + 0.3
+    v, u = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+    d2 = (u - 20.0) ** 2 + (v - 18.0) ** 2
+    want = o * torch.exp(-0.5 * d2 / var)
+    want = torch.where(want >= 1 / 255, want, torch.zeros_like(want))
+    torch.testing.assert_close(alpha[..., 0], want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(img, want[..., None] * color + (1 - want[..., None]) * bg, atol=1e-6, rtol=1e-5)
+    assert int(meta["radii"][0]) == math.ceil(3 * math.sqrt(var))
+    torch.testing.assert_close(meta["means2d"], torch.tensor([[20.0, 18.0]]))
+
+
+def test_torch_backend_gradcheck_float64():
+    scene = make_scene(5, 2, seed=6, spread=(0.3, 0.3, 0.3), opacity=(0.2, 0.8), scale=(0.2, 0.5), dtype=torch.float64)
+    viewmat, K = camera(12, 10, dtype=torch.float64)
+    K[0, 0] = K[1, 1] = 16.0
+
+    def fn(means3d, quats, scales, opacities, colors, bg):
+        img, alpha, _ = rasterize(means3d, quats, scales, opacities, colors, viewmat, K, 12, 10,
+                                  background=bg, backend="torch")
+        return img, alpha
+
+    assert fn(*scene)[1].mean() > 0.1
+    assert torch.autograd.gradcheck(fn, tuple(scene), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_projection_matches_dense_maths():
+    """The 2D covariance against a direct J W Sigma W^T J^T built with torch.linalg."""
+    means3d, quats, scales, *_ = make_scene(20, 3, seed=7, dtype=torch.float64)
+    viewmat, K = camera(50, 40, dtype=torch.float64)
+    means2d, conics, depths, radii = project_torch(means3d, quats, scales, viewmat, K, 50, 40)
+    q = torch.nn.functional.normalize(quats, dim=-1)
+    for i in range(20):
+        w, x, y, z = q[i].tolist()
+        R = torch.tensor([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                          [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                          [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]], dtype=torch.float64)
+        assert torch.allclose(R @ R.T, torch.eye(3, dtype=torch.float64))
+        S = torch.diag(scales[i].detach())
+        p = viewmat[:3, :3] @ means3d[i].detach() + viewmat[:3, 3]
+        fx, fy = K[0, 0], K[1, 1]
+        lx, ly = 1.3 * 25 / fx, 1.3 * 20 / fy
+        tx, ty = p[2] * (p[0] / p[2]).clamp(-lx, lx), p[2] * (p[1] / p[2]).clamp(-ly, ly)
+        J = torch.tensor([[fx / p[2], 0, -fx * tx / p[2] ** 2], [0, fy / p[2], -fy * ty / p[2] ** 2]], dtype=torch.float64)
+        cov = J @ viewmat[:3, :3] @ R @ S @ S.T @ R.T @ viewmat[:3, :3].T @ J.T + 0.3 * torch.eye(2, dtype=torch.float64)
+        if radii[i] > 0:
+            inv = torch.linalg.inv(cov)
+            torch.testing.assert_close(conics[i].detach(), torch.stack([inv[0, 0], inv[0, 1], inv[1, 1]]))
+            torch.testing.assert_close(means2d[i].detach(), torch.stack([fx * p[0] / p[2] + K[0, 2], fy * p[1] / p[2] + K[1, 2]]))
+            assert int(radii[i]) == math.ceil(3 * math.sqrt(float(torch.linalg.eigvalsh(cov).max())))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("case", ["empty", "behind", "offscreen"])
+def test_nothing_visible_renders_background_with_zero_gradients(backend, case):
+    n = 0 if case == "empty" else 10
+    scene = make_scene(n, 3, seed=8)
+    with torch.no_grad():
+        if case == "behind":
+            scene[0][:, 2] = -3.0
+        if case == "offscreen":
+            scene[0][:, 0] = 40.0
+    img, alpha, meta = render(scene, 20, 20, backend)
+    torch.testing.assert_close(img, scene[5].detach().expand(20, 20, 3))
+    assert alpha.abs().max() == 0
+    assert (meta["radii"] == 0).all()
+    (img.sum() + alpha.sum()).backward()
+    for t in scene[:5]:
+        assert t.grad is not None and t.grad.abs().max() == 0 if t.numel() else True
+    assert torch.allclose(scene[5].grad, torch.full((3,), 400.0))
+
+
+def test_auto_backend_is_torch_on_cpu():
+    img, _, meta = render(make_scene(10, 3), 16, 16, "auto")
+    assert meta["backend"] == "torch"
+
+
+def _valid_args():
+    means3d, quats, scales, opacities, colors, bg = [t.detach() for t in make_scene(4, 3)]
+    viewmat, K = camera(16, 16)
+    return dict(means3d=means3d, quats=quats, scales=scales, opacities=opacities, colors=colors,
+                viewmat=viewmat, K=K, width=16, height=16, background=bg)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(quats=torch.rand(4, 3)), "quats must have shape \\[4, 4\\]"),
+        (dict(scales=torch.rand(5, 3)), "scales must have shape \\[4, 3\\]"),
+        (dict(opacities=torch.rand(4, 1)), "opacities must have shape \\[4\\]"),
+        (dict(colors=torch.rand(4)), "colors must have shape"),
+        (dict(background=torch.rand(4)), "background must have shape \\[3\\]"),
+        (dict(viewmat=torch.eye(3)), "viewmat must have shape \\[4, 4\\]"),
+        (dict(means3d=torch.full((4, 3), float("nan"))), "means3d holds NaN"),
+        (dict(colors=torch.rand(4, 3).double()), "colors must be float32"),
+        (dict(width=0), "width must be a positive int"),
+        (dict(height=-3), "height must be a positive int"),
+        (dict(quats=torch.zeros(4, 4)), "quats holds rows of zero length"),
+        (dict(scales=-torch.rand(4, 3)), "scales must be positive"),
+        (dict(K=torch.rand(3, 3, device="meta")), "K is on meta"),
+        (dict(means3d="nope"), "means3d must be a torch.Tensor"),
+    ],
+)
+def test_bad_input_raises_clear_error(change, message):
+    args = _valid_args()
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        rasterize(**args, backend="torch")
+
+
+def test_bad_backend_choices():
+    args = _valid_args()
+    with pytest.raises(ValueError, match="backend must be one of"):
+        rasterize(**args, backend="cuda")
+    args64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
+    with pytest.raises(ValueError, match="float32 for backend='triton'"):
+        rasterize(**args64, backend="triton")
+    img, _, _ = rasterize(**args64, backend="torch")
+    assert img.dtype == torch.float64
