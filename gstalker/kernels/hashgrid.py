@@ -56,37 +56,41 @@ def level_resolutions(n_levels: int = 14, base: int = 64, finest: int = 512) -> 
 
 
 def _torch_planes(coords: torch.Tensor, table: torch.Tensor, resolutions, axes) -> torch.Tensor:
-    """Plain-torch reference: coords [M, D], table [P, L, T, F] -> [M, P*L*F] (differentiable)."""
+    """Plain-torch reference: coords [M, D], table [P, L, T, F] -> [M, P*L*F] (differentiable).
+
+    All levels of a plane are gathered at once ([M, L] index tensors), so the Python overhead is
+    per plane, not per level: this is also the CPU training path.
+    """
     M = coords.shape[0]
     P, L, T, F = table.shape
+    dev = coords.device
     # clamp to [0, 1], passing the gradient on the closed interval (torch.clamp zeroes it at the
     # bounds themselves, which would freeze points sitting exactly on the box's faces)
     inside = (coords >= 0.0) & (coords <= 1.0)
     c = torch.where(inside, coords, coords.detach().clamp(0.0, 1.0))
+    res_f = torch.tensor(resolutions, dtype=coords.dtype, device=dev)  # [L]
+    res_i = torch.tensor(resolutions, dtype=torch.long, device=dev)
+    dense = (res_i + 1) ** 2 <= T
+    level_base = torch.arange(L, device=dev) * T  # row offset of each level in the flat table
+
+    def rows(x, y):
+        hashed = (x ^ ((y * HASH_PRIME) & 0xFFFFFFFF)) % T
+        return torch.where(dense, x + y * (res_i + 1), hashed) + level_base
+
     outs = []
     for p, (ax, ay) in enumerate(axes):
-        cx, cy = c[:, ax], c[:, ay]
-        for level, res in enumerate(resolutions):
-            res = int(res)
-            px, py = cx * res, cy * res
-            x0 = torch.floor(px).clamp(0, res - 1)
-            y0 = torch.floor(py).clamp(0, res - 1)
-            wx, wy = px - x0, py - y0  # gradients flow through px, py; x0, y0 are constants
-            x0, y0 = x0.long().detach(), y0.long().detach()
-            tab = table[p, level]  # [T, F]
-            dense = (res + 1) ** 2 <= T
-
-            def row(x, y, res=res, dense=dense):
-                if dense:
-                    return x + y * (res + 1)
-                return (x ^ ((y * HASH_PRIME) & 0xFFFFFFFF)) % T
-
-            f00 = tab[row(x0, y0)]
-            f10 = tab[row(x0 + 1, y0)]
-            f01 = tab[row(x0, y0 + 1)]
-            f11 = tab[row(x0 + 1, y0 + 1)]
-            wx, wy = wx[:, None], wy[:, None]
-            outs.append((f00 * (1 - wx) + f10 * wx) * (1 - wy) + (f01 * (1 - wx) + f11 * wx) * wy)
+        px = c[:, ax, None] * res_f  # [M, L]
+        py = c[:, ay, None] * res_f
+        with torch.no_grad():
+            x0 = torch.minimum(torch.floor(px).clamp_min(0), res_f - 1)
+            y0 = torch.minimum(torch.floor(py).clamp_min(0), res_f - 1)
+        wx, wy = (px - x0)[..., None], (py - y0)[..., None]  # [M, L, 1]
+        xi, yi = x0.long(), y0.long()
+        flat = table[p].reshape(L * T, F)
+        f00, f10 = flat[rows(xi, yi)], flat[rows(xi + 1, yi)]  # [M, L, F]
+        f01, f11 = flat[rows(xi, yi + 1)], flat[rows(xi + 1, yi + 1)]
+        val = (f00 * (1 - wx) + f10 * wx) * (1 - wy) + (f01 * (1 - wx) + f11 * wx) * wy
+        outs.append(val.reshape(M, L * F))
     if not outs:
         return coords.new_zeros(M, 0)
     return torch.cat(outs, dim=1)
