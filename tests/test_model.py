@@ -166,7 +166,8 @@ def test_torso_pose_normalization_maps_training_poses_into_unit_range():
 
 
 def _adam_with_state(g: Gaussians):
-    opt = torch.optim.Adam(g.param_groups({n: 1e-2 for n in ("means", "log_scales", "quats", "opacity_logits", "color_logits")}))
+    names = ("means", "log_scales", "quats", "opacity_logits", "color_logits")
+    opt = torch.optim.Adam(g.param_groups({n: 1e-2 for n in names}))
     loss = sum((p * torch.randn_like(p)).sum() for p in g.parameters())
     loss.backward()
     opt.step()

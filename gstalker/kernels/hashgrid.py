@@ -157,7 +157,7 @@ if HAS_TRITON:
             coords_ptr, axes_ptr, res_ptr, pid_p, offs_m, offs_l, M, stride_m, stride_d, L, T
         )
         # table [P, L, T, F] contiguous; base row of (plane, level)
-        base = ((pid_p * L + offs_l) * T)[None, :].to(tl.int64)
+        base = (pid_p * L + offs_l).to(tl.int64)[None, :] * T
         out_row = offs_m.to(tl.int64)[:, None] * (P * L * F) + (pid_p * L + offs_l)[None, :] * F
         for f in tl.static_range(F):
             f00 = tl.load(table_ptr + (base + r00) * F + f, mask=mask, other=0.0)
@@ -182,17 +182,18 @@ if HAS_TRITON:
         cx_raw, cy_raw, wx, wy, resf, r00, r10, r01, r11, mask = _cell(
             coords_ptr, axes_ptr, res_ptr, pid_p, offs_m, offs_l, M, stride_m, stride_d, L, T
         )
-        base = ((pid_p * L + offs_l) * T)[None, :].to(tl.int64)
+        base = (pid_p * L + offs_l).to(tl.int64)[None, :] * T
         out_row = offs_m.to(tl.int64)[:, None] * (P * L * F) + (pid_p * L + offs_l)[None, :] * F
         dx = tl.zeros([BLOCK_M, BLOCK_L], dtype=tl.float32)
         dy = tl.zeros([BLOCK_M, BLOCK_L], dtype=tl.float32)
         for f in tl.static_range(F):
             g = tl.load(gout_ptr + out_row + f, mask=mask, other=0.0)
             if NEED_TABLE:
-                tl.atomic_add(gtable_ptr + (base + r00) * F + f, g * (1.0 - wx) * (1.0 - wy), mask=mask)
-                tl.atomic_add(gtable_ptr + (base + r10) * F + f, g * wx * (1.0 - wy), mask=mask)
-                tl.atomic_add(gtable_ptr + (base + r01) * F + f, g * (1.0 - wx) * wy, mask=mask)
-                tl.atomic_add(gtable_ptr + (base + r11) * F + f, g * wx * wy, mask=mask)
+                # relaxed: the adds need atomicity only, no ordering against other memory
+                tl.atomic_add(gtable_ptr + (base + r00) * F + f, g * (1.0 - wx) * (1.0 - wy), mask=mask, sem="relaxed")
+                tl.atomic_add(gtable_ptr + (base + r10) * F + f, g * wx * (1.0 - wy), mask=mask, sem="relaxed")
+                tl.atomic_add(gtable_ptr + (base + r01) * F + f, g * (1.0 - wx) * wy, mask=mask, sem="relaxed")
+                tl.atomic_add(gtable_ptr + (base + r11) * F + f, g * wx * wy, mask=mask, sem="relaxed")
             if NEED_COORDS:
                 f00 = tl.load(table_ptr + (base + r00) * F + f, mask=mask, other=0.0)
                 f10 = tl.load(table_ptr + (base + r10) * F + f, mask=mask, other=0.0)
@@ -222,7 +223,7 @@ class _HashGridFunction(torch.autograd.Function):
     """Triton forward/backward of the P-plane hash grid. Inputs already checked and contiguous."""
 
     @staticmethod
-    def forward(ctx, coords, table, res_t, axes_t):
+    def forward(ctx, coords, table, res_t, axes_t, axes):
         M, D = coords.shape
         P, L, T, F = table.shape
         out = torch.empty(M, P * L * F, device=coords.device, dtype=torch.float32)
@@ -236,6 +237,7 @@ class _HashGridFunction(torch.autograd.Function):
                 T=T, F=F, P=P, BLOCK_M=block_m, BLOCK_L=block_l, num_warps=warps,
             )
         ctx.save_for_backward(coords, table, res_t, axes_t)
+        ctx.axes = axes
         return out
 
     @staticmethod
@@ -258,14 +260,14 @@ class _HashGridFunction(torch.autograd.Function):
             )
         gcoords = None
         if need_coords:
-            if P == 1 and D == 2 and axes_t.tolist() == [[0, 1]]:
+            if P == 1 and D == 2 and tuple(ctx.axes[0]) == (0, 1):
                 gcoords = gparts[0]
             else:
                 gcoords = coords.new_zeros(M, D)
-                for p, (ax, ay) in enumerate(axes_t.tolist()):
+                for p, (ax, ay) in enumerate(ctx.axes):
                     gcoords[:, ax] += gparts[p, :, 0]
                     gcoords[:, ay] += gparts[p, :, 1]
-        return gcoords, (gtable if need_table else None), None, None
+        return gcoords, (gtable if need_table else None), None, None, None
 
 
 # ----------------------------------------------------------------------------- public functions
@@ -285,10 +287,32 @@ def _check_resolutions(resolutions, n_levels: int) -> list[int]:
     return res
 
 
-def _hashgrid_planes(coords, table, resolutions, axes, backend: str = "auto") -> torch.Tensor:
-    """coords [M, D], table [P, L, T, F], axes: P (col_x, col_y) pairs -> [M, P*L*F]."""
-    check_tensor("coords", coords, (None, None))
-    check_tensor("table", table, (len(axes), None, None, None), device=coords.device)
+_INDEX_CACHE: dict = {}
+
+
+def _index_tensors(res: tuple, axes: tuple, device: torch.device):
+    """int32 resolutions [L] and plane axes [P, 2] on `device`, made once per configuration
+    (a host-to-device copy per call would stall the GPU stream)."""
+    key = (res, axes, str(device))
+    if key not in _INDEX_CACHE:
+        if len(_INDEX_CACHE) > 64:
+            _INDEX_CACHE.clear()
+        _INDEX_CACHE[key] = (
+            torch.tensor(res, dtype=torch.int32, device=device),
+            torch.tensor([list(a) for a in axes], dtype=torch.int32, device=device),
+        )
+    return _INDEX_CACHE[key]
+
+
+def _hashgrid_planes(
+    coords, table, resolutions, axes, backend: str = "auto", check_values: bool = True
+) -> torch.Tensor:
+    """coords [M, D], table [P, L, T, F], axes: P (col_x, col_y) pairs -> [M, P*L*F].
+
+    check_values=False skips the NaN/inf scans (the caller has checked its inputs).
+    """
+    check_tensor("coords", coords, (None, None), finite=check_values)
+    check_tensor("table", table, (len(axes), None, None, None), device=coords.device, finite=check_values)
     P, L, T, F = table.shape
     if T < 1 or F < 1:
         raise ValueError(f"table must have T >= 1 rows and F >= 1 features, got shape {list(table.shape)}")
@@ -303,9 +327,9 @@ def _hashgrid_planes(coords, table, resolutions, axes, backend: str = "auto") ->
         return _torch_planes(coords, table, res, axes)
     if coords.dtype != torch.float32 or table.dtype != torch.float32:
         raise ValueError("backend='triton' takes float32 coords and table; use backend='torch' for float64")
-    res_t = torch.tensor(res, dtype=torch.int32, device=coords.device)
-    axes_t = torch.tensor([list(a) for a in axes], dtype=torch.int32, device=coords.device)
-    return _HashGridFunction.apply(coords, table.contiguous(), res_t, axes_t)
+    axes = tuple((int(a), int(b)) for a, b in axes)
+    res_t, axes_t = _index_tensors(tuple(res), axes, coords.device)
+    return _HashGridFunction.apply(coords, table.contiguous(), res_t, axes_t, axes)
 
 
 def hashgrid2d(coords, table, resolutions, backend: str = "auto") -> torch.Tensor:
@@ -317,8 +341,8 @@ def hashgrid2d(coords, table, resolutions, backend: str = "auto") -> torch.Tenso
     backend: "auto" (Triton on CUDA, torch elsewhere), "triton" or "torch".
     Returns [M, L*F] float32 (level-major), differentiable w.r.t. coords and table.
     """
-    check_tensor("coords", coords, (None, 2))
-    check_tensor("table", table, (None, None, None), device=coords.device)
+    check_tensor("coords", coords, (None, 2), finite=False)  # values are scanned once, below
+    check_tensor("table", table, (None, None, None), device=coords.device, finite=False)
     return _hashgrid_planes(coords, table.unsqueeze(0), resolutions, ((0, 1),), backend)
 
 
@@ -368,7 +392,8 @@ class TriPlaneEncoder(nn.Module):
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         check_tensor("positions", positions, (None, 3))
         coords = self.normalize(positions.to(self.tables.dtype)).contiguous()
-        return _hashgrid_planes(coords, self.tables, self.resolutions, TRIPLANE_AXES, self.backend)
+        # positions were checked for NaN/inf above; the tables are not re-scanned every call
+        return _hashgrid_planes(coords, self.tables, self.resolutions, TRIPLANE_AXES, self.backend, check_values=False)
 
     def extra_repr(self) -> str:
         return (

@@ -46,7 +46,9 @@ class AudioSmoother(nn.Module):
     def __init__(self, in_dim: int, code_dim: int = 32, att_window: int = 8):
         super().__init__()
         if in_dim < 1 or code_dim < 1 or att_window < 1:
-            raise ValueError(f"in_dim, code_dim and att_window must be positive, got {in_dim}, {code_dim}, {att_window}")
+            raise ValueError(
+                f"in_dim, code_dim and att_window must be positive, got {in_dim}, {code_dim}, {att_window}"
+            )
         self.in_dim, self.code_dim, self.att_window = in_dim, code_dim, att_window
         act = lambda: nn.LeakyReLU(0.02, inplace=True)  # noqa: E731
         # four stride-2 convolutions: a 16-frame window shrinks 16 -> 8 -> 4 -> 2 -> 1
