@@ -1,0 +1,91 @@
+"""Find the face over the whole video and choose one fixed square crop holding head and shoulders."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .errors import PreprocessError, PreprocessWarning
+from .video import VideoInfo, iter_frames
+
+SCAN_SAMPLES = 120  # frames looked at to place the crop
+CROP_FACE_RATIO = 3.0  # crop side / detected face box height
+FACE_Y = 0.42  # face centre's height in the crop, from the top (fraction of the side)
+
+
+@dataclass
+class Crop:
+    x0: int
+    y0: int
+    side: int
+
+    def to_dict(self) -> dict:
+        return {"x0": self.x0, "y0": self.y0, "side": self.side}
+
+
+def _detector():
+    import mediapipe as mp
+
+    # model_selection=1: the full-range model (faces up to ~5 m), for wide shots with small faces.
+    return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+
+
+def detect_faces(rgb: np.ndarray, det) -> list:
+    """Face boxes (x, y, w, h, score) in pixels, largest first."""
+    h, w = rgb.shape[:2]
+    res = det.process(rgb)
+    out = []
+    for d in res.detections or []:
+        b = d.location_data.relative_bounding_box
+        out.append((b.xmin * w, b.ymin * h, b.width * w, b.height * h, float(d.score[0])))
+    out.sort(key=lambda b: -b[2] * b[3])
+    return out
+
+
+def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hint: int) -> tuple[Crop, dict]:
+    """Scan a sample of frames, locate the (largest) face, and place the square crop."""
+    step = max(1, num_frames_hint // SCAN_SAMPLES)
+    det = _detector()
+    boxes, several, looked = [], 0, 0
+    try:
+        for k, _, rgb in iter_frames(info, start=start, end=end, keep=lambda k: k % step == 0):
+            if rgb is None:
+                continue
+            looked += 1
+            faces = detect_faces(rgb, det)
+            if not faces:
+                continue
+            if len(faces) > 1 and faces[1][2] * faces[1][3] > 0.25 * faces[0][2] * faces[0][3]:
+                several += 1
+            boxes.append(faces[0][:4])
+    finally:
+        det.close()
+    path = info.path
+    if not boxes:
+        raise PreprocessError(f"{path}: no face found (looked at {looked} frames)")
+    if several > 0.3 * len(boxes):
+        warnings.warn(f"{path}: several faces in view; using the largest", PreprocessWarning, stacklevel=3)
+    b = np.array(boxes, dtype=np.float64)
+    # robust against a few odd detections (cards, cut-aways): keep faces of typical size
+    size = np.median(b[:, 3])
+    ok = np.abs(b[:, 3] / size - 1) < 0.5
+    b = b[ok] if ok.sum() >= 3 else b
+    size = float(np.median(b[:, 3]))
+    cx = b[:, 0] + b[:, 2] / 2
+    cy = b[:, 1] + b[:, 3] / 2
+    x_lo, x_hi = np.percentile(cx, [2, 98])
+    y_lo, y_hi = np.percentile(cy, [2, 98])
+    side = max(CROP_FACE_RATIO * size, max(x_hi - x_lo, y_hi - y_lo) + 2.2 * size)
+    W, H = info.width, info.height
+    side = int(min(round(side), W, H))
+    ccx = (x_lo + x_hi) / 2
+    ccy = (y_lo + y_hi) / 2
+    x0 = int(round(ccx - side / 2))
+    y0 = int(round(ccy - FACE_Y * side))
+    x0 = min(max(0, x0), W - side)
+    y0 = min(max(0, y0), H - side)
+    stats = {"face_size_px": size, "frames_scanned": looked, "frames_with_face": len(boxes), "several_faces": several}
+    return Crop(x0, y0, side), stats

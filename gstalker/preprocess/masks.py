@@ -1,0 +1,127 @@
+"""Person/background from MediaPipe selfie segmentation, split into head and torso with landmarks;
+the static background image."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# MediaPipe face-oval landmarks along the jaw, from cheek 454 (image right) via chin 152 to 234.
+JAW = [454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234]
+HEAD_SIDE_MARGIN = 0.6  # head extends this many face widths beyond the cheeks (hair, ears)
+HEAD_BELOW_CHIN = 0.15  # beside the face, the head goes this many face heights below the chin
+
+
+class Segmenter:
+    def __init__(self):
+        import mediapipe as mp
+
+        # model 0: the general (256x256) model, suited to square head-and-shoulders frames
+        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """Person probability [H, W] float32 in [0, 1]."""
+        return np.clip(self._seg.process(rgb).segmentation_mask, 0.0, 1.0).astype(np.float32)
+
+    def close(self):
+        self._seg.close()
+
+
+def head_region(lm2d: np.ndarray, h: int, w: int) -> np.ndarray:
+    """[H, W] bool: where the head (face, hair, ears) may be: above the jaw line, and beside
+    the face down to a little below the chin, within the face's width plus a margin. Below the
+    jaw (neck) and further down or out (shoulders, clothes) is torso."""
+    jaw = lm2d[JAW, :2].astype(np.float64)
+    order = np.argsort(jaw[:, 0])
+    jx, jy = jaw[order, 0], jaw[order, 1]
+    cols = np.arange(w) + 0.5
+    yj = np.interp(cols, jx, jy)
+    fw = max(jx[-1] - jx[0], 1.0)
+    # beside the face (ears, hair) the head reaches a little below the chin
+    fh = max(lm2d[152, 1] - lm2d[10, 1], 1.0)
+    low = jy.max() + HEAD_BELOW_CHIN * fh
+    yj = np.where((cols < jx[0]) | (cols > jx[-1]), low, yj)
+    inside = (cols > jx[0] - HEAD_SIDE_MARGIN * fw) & (cols < jx[-1] + HEAD_SIDE_MARGIN * fw)
+    rows = np.arange(h)[:, None] + 0.5
+    return (rows < yj[None, :]) & inside[None, :]
+
+
+def split_masks(person: np.ndarray, lm2d: np.ndarray) -> np.ndarray:
+    """[H, W, 3] uint8 (head, torso, background), soft, summing to 255 per pixel."""
+    h, w = person.shape
+    head = head_region(lm2d, h, w)
+    p = np.round(person * 255).astype(np.int32)
+    out = np.empty((h, w, 3), np.uint8)
+    out[..., 0] = np.where(head, p, 0)
+    out[..., 1] = np.where(head, 0, p)
+    out[..., 2] = 255 - p
+    return out
+
+
+def _dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
+    """Binary dilation of [K,H,W] bool by a (2r+1)^2 square, with box sums from cumulative sums."""
+    x = mask.to(torch.int32)
+    for dim in (1, 2):
+        c = torch.cumsum(x, dim)
+        c = torch.cat([torch.zeros_like(c.narrow(dim, 0, 1)), c], dim)
+        n = x.shape[dim]
+        lo = torch.clamp(torch.arange(n) - r, min=0)
+        hi = torch.clamp(torch.arange(n) + r + 1, max=n)
+        x = c.index_select(dim, hi) - c.index_select(dim, lo)
+    return x > 0
+
+
+def background_image(frames: list, bgprob: list, erode: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel median over the sampled frames where that pixel is surely background, then
+    inpainting (push-pull) where it never was. frames: [H,W,3] uint8; bgprob: [H,W] float in [0,1].
+
+    Returns (image [H,W,3] uint8, seen [H,W] bool)."""
+    m = torch.from_numpy(np.stack(bgprob)).float()  # [K,H,W]
+    K, H, W = m.shape
+    erode = erode if erode is not None else max(2, round(H / 40))
+    # sure background: confident, and away from the person's (soft, imprecise) edge
+    ok = (m > 0.95) & ~_dilate(m < 0.5, erode)  # [K,H,W]
+    x = torch.from_numpy(np.stack(frames))  # [K,H,W,3] uint8
+    out = torch.zeros(H, W, 3)
+    nan = torch.tensor(float("nan"))
+    for r0 in range(0, H, 64):
+        xs = x[:, r0 : r0 + 64].permute(1, 2, 3, 0).float()  # [h,W,3,K]
+        oks = ok[:, r0 : r0 + 64].permute(1, 2, 0)[:, :, None, :]
+        v = torch.where(oks, xs, nan)
+        out[r0 : r0 + 64] = torch.nanmedian(v, dim=-1).values
+    seen = ok.any(0)
+    out[~seen] = 0
+    img = push_pull(out, seen)
+    return img.round().clamp(0, 255).byte().numpy(), seen.numpy()
+
+
+def push_pull(img: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Fill unknown pixels of img [H,W,3] from known ones by a multi-scale average (push-pull),
+    then a few smoothing passes over the filled area."""
+    if bool(known.all()):
+        return img
+    if not bool(known.any()):
+        return img
+    c = img.permute(2, 0, 1)[None] * known[None, None].float()
+    w = known[None, None].float()
+    pyr = [(c, w)]
+    while min(pyr[-1][0].shape[-2:]) > 1:
+        c2 = F.avg_pool2d(pyr[-1][0], 2, ceil_mode=True)
+        w2 = F.avg_pool2d(pyr[-1][1], 2, ceil_mode=True)
+        pyr.append((c2, w2))
+    col = pyr[-1][0] / pyr[-1][1].clamp(min=1e-8)
+    for c_l, w_l in reversed(pyr[:-1]):
+        up = F.interpolate(col, size=c_l.shape[-2:], mode="bilinear", align_corners=False)
+        mine = c_l / w_l.clamp(min=1e-8)
+        a = w_l.clamp(max=1.0)
+        col = torch.where(w_l > 0, a * mine + (1 - a) * up, up)
+    filled = col[0].permute(1, 2, 0)
+    res = torch.where(known[..., None], img, filled)
+    # smooth the filled region a little (keeps the known pixels exact)
+    unk = ~known
+    r = res.permute(2, 0, 1)[None]
+    for _ in range(10):
+        b = F.avg_pool2d(F.pad(r, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+        r = torch.where(unk[None, None], b, r)
+    return r[0].permute(1, 2, 0)

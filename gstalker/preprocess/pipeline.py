@@ -1,0 +1,463 @@
+"""`preprocess(video, workdir)`: from a talking-head video to the cached training set.
+
+Stages (each cached under DIR/cache, skipped when its inputs and settings are unchanged):
+decode (crop + 25 fps frames + 16 kHz audio), landmarks, pose, masks (+ background), audio
+features; then eye/lip, tracks.safetensors, meta.json and preview.png are assembled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import cache as C
+from .crop import find_crop
+from .errors import PreprocessError, PreprocessWarning
+from .video import MIN_SECONDS, iter_frames, probe
+
+FPS = 25
+SAMPLE_RATE = 16000
+VAL_FRACTION = 0.1
+SHORT_VIDEO_S = 60.0
+MAX_LOST = 0.20
+STAGE_VERSIONS = {"decode": 1, "landmarks": 1, "pose": 1, "masks": 1, "features": 1}
+
+
+# ------------------------------------------------------------------------------- progress
+class _NoProgress:
+    def stage(self, name, total):
+        return _NullTask()
+
+    def close(self):
+        pass
+
+
+class _NullTask:
+    def advance(self, n=1):
+        pass
+
+    def done(self, total=None):
+        pass
+
+
+class _RichProgress:
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        from rich.text import Text
+
+        class Rate(ProgressColumn):
+            def render(self, task):
+                return Text(f"{task.speed:5.1f} frames/s" if task.speed else "", style="cyan")
+
+        self.p = Progress(
+            TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), Rate(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self.p.start()
+
+    def stage(self, name, total):
+        p = self.p
+        tid = p.add_task(name, total=total)
+
+        class T:
+            def advance(self, n=1):
+                p.advance(tid, n)
+
+            def done(self, n=None):
+                p.update(tid, completed=total if n is None else n, total=total if n is None else n)
+
+        return T()
+
+    def close(self):
+        self.p.stop()
+
+
+# ------------------------------------------------------------------------------- helpers
+def _resize_u8(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """[H,W,3] uint8 -> [3,size,size] uint8, bilinear with antialiasing."""
+    from torchvision.transforms.v2 import functional as TF
+
+    t = torch.from_numpy(rgb).permute(2, 0, 1)
+    if t.shape[1] == size and t.shape[2] == size:
+        return t.contiguous()
+    return TF.resize(t.contiguous(), [size, size], antialias=True)
+
+
+def read_jpeg(path: Path) -> np.ndarray:
+    from torchvision.io import decode_jpeg
+
+    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    return decode_jpeg(data).permute(1, 2, 0).contiguous().numpy()
+
+
+def read_png(path: Path) -> np.ndarray:
+    from torchvision.io import decode_png
+
+    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    return decode_png(data).permute(1, 2, 0).contiguous().numpy()
+
+
+def _encode_png(hwc: np.ndarray) -> bytes:
+    from torchvision.io import encode_png
+
+    return encode_png(torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1).contiguous(), compression_level=3).numpy().tobytes()
+
+
+def _warn(msg: str) -> None:
+    warnings.warn(msg, PreprocessWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------------------- stages
+def _stage_decode(video, info, wd, size, start, end, prog):
+    from torchvision.io import encode_jpeg
+
+    from ..audio import AudioError, load_audio, save_wav
+
+    hint = int((end - start) * FPS) if math.isfinite(end) else 2500
+    crop, cstats = find_crop(info, start, end if math.isfinite(end) else None, hint)
+    tmp = wd / f".{C.FRAMES}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    task = prog.stage("decode + crop", hint)
+    n = 0
+    for k, _, rgb in iter_frames(info, fps=FPS, start=start, end=end if math.isfinite(end) else None):
+        c = rgb[crop.y0 : crop.y0 + crop.side, crop.x0 : crop.x0 + crop.side]
+        jpg = encode_jpeg(_resize_u8(c, size), quality=C.JPEG_QUALITY)
+        (tmp / C.FRAME_NAME.format(k)).write_bytes(jpg.numpy().tobytes())
+        n = k + 1
+        task.advance()
+    task.done(n)
+    if math.isfinite(end):
+        expected = int((end - start) * FPS)
+        if n < 0.9 * expected and expected - n > FPS:
+            raise PreprocessError(
+                f"{video}: corrupt or truncated video: it declares {end:.1f} s but only "
+                f"{start + n / FPS:.1f} s decode"
+            )
+    if n / FPS < MIN_SECONDS:
+        raise PreprocessError(f"{video}: only {n / FPS:.2f} s of video decode; at least {MIN_SECONDS:g} s are needed")
+    try:
+        wave = load_audio(video, SAMPLE_RATE, origin=info.t0, start=start)
+    except AudioError as e:
+        raise PreprocessError(str(e)) from None
+    need = n * SAMPLE_RATE // FPS
+    if len(wave) < need - SAMPLE_RATE:
+        _warn(f"{video}: the audio ends {(need - len(wave)) / SAMPLE_RATE:.1f} s before the video; padded with silence")
+    wave = np.concatenate([wave, np.zeros(max(0, need - len(wave)), np.float32)])[:need]
+    save_wav(wd / C.AUDIO, wave, SAMPLE_RATE)
+    C.replace_dir(tmp, wd / C.FRAMES)
+    rec = {"num_frames": n, "crop": crop.to_dict(), "crop_stats": cstats, "video": info.to_dict()}
+    C.write_json(wd / C.CACHE / "decode.json", rec)
+    return rec
+
+
+def _stage_landmarks(video, wd, n, prog):
+    from .landmarks import NUM_LANDMARKS, FaceMesh, interpolate_lost
+
+    fm = FaceMesh()
+    lms = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
+    found = np.zeros(n, bool)
+    task = prog.stage("landmarks", n)
+    try:
+        for k in range(n):
+            res = fm(read_jpeg(wd / C.FRAMES / C.FRAME_NAME.format(k)))
+            if res is not None:
+                lms[k], found[k] = res, True
+            task.advance()
+    finally:
+        fm.close()
+    task.done()
+    lost = int((~found).sum())
+    if found.sum() == 0:
+        raise PreprocessError(f"{video}: no face found in the cropped frames")
+    if lost > MAX_LOST * n:
+        raise PreprocessError(
+            f"{video}: the face is lost in {lost} of {n} frames ({100 * lost / n:.0f}%, more than "
+            f"{100 * MAX_LOST:.0f}%); trim the video to the span where the face is visible (--start/--end)"
+        )
+    if lost:
+        _warn(f"{video}: face lost in {lost} of {n} frames; interpolated from neighbours")
+    lms = interpolate_lost(lms, found)
+    C.save_tensors(wd / C.CACHE / "landmarks.safetensors", {"landmarks3d": lms, "found": found.astype(np.uint8)})
+
+
+def _stage_pose(wd, size, prog):
+    from .pose import estimate_poses
+
+    d = C.load_tensors(wd / C.CACHE / "landmarks.safetensors")
+    task = prog.stage("pose", 1)
+    r = estimate_poses(d["landmarks3d"], d["found"].astype(bool), size)
+    task.done()
+    info = {"focal": r.focal, "reprojection_error_px": r.error_px, "reprojection_error_px_unsmoothed": r.error_px_raw,
+            "focal_scan": r.focal_scan}
+    C.save_tensors(wd / C.CACHE / "pose.safetensors", {"viewmats": r.viewmats, "template": r.template},
+                   metadata={"pose": json.dumps(info)})
+
+
+def _stage_masks(wd, n, prog, max_bg_samples: int = 64):
+    from .masks import Segmenter, background_image, split_masks
+
+    lm = C.load_tensors(wd / C.CACHE / "landmarks.safetensors")["landmarks3d"]
+    tmp = wd / f".{C.MASKS}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    seg = Segmenter()
+    step = max(1, n // max_bg_samples)
+    samples, bgp = [], []
+    task = prog.stage("masks", n)
+    try:
+        for k in range(n):
+            img = read_jpeg(wd / C.FRAMES / C.FRAME_NAME.format(k))
+            person = seg(img)
+            m = split_masks(person, lm[k])
+            (tmp / C.MASK_NAME.format(k)).write_bytes(_encode_png(m))
+            if k % step == 0:
+                samples.append(img)
+                bgp.append(m[..., 2].astype(np.float32) / 255)
+            task.advance()
+    finally:
+        seg.close()
+    task.done()
+    bg, seen = background_image(samples, bgp)
+    C.write_bytes(wd / C.BACKGROUND, _encode_png(bg))
+    C.replace_dir(tmp, wd / C.MASKS)
+    C.write_json(wd / C.CACHE / "masks.json", {"background_seen_fraction": float(seen.mean())})
+
+
+def _features_file(wd, kind):
+    return wd / C.CACHE / f"features-{kind}.safetensors"
+
+
+def _stage_features(wd, n, kind, prog):
+    from ..audio import extract_features, load_audio
+
+    task = prog.stage(f"audio ({kind})", 1)
+    wave = load_audio(wd / C.AUDIO, SAMPLE_RATE)
+    feats = extract_features(wave, kind, n, fps=FPS)
+    task.done()
+    C.save_tensors(_features_file(wd, kind), {"audio_features": feats})
+
+
+def _preview(wd, n, size, tracks, K, tiles: int = 5):
+    from .preview import make_grid, render_tile
+
+    tile = min(size, 384)
+    idx = np.unique(np.linspace(0.08, 0.92, tiles) * (n - 1)).round().astype(int)
+    out = []
+    for k in idx:
+        out.append(render_tile(
+            read_jpeg(wd / C.FRAMES / C.FRAME_NAME.format(k)), read_png(wd / C.MASKS / C.MASK_NAME.format(k)),
+            tracks["landmarks"][k], tracks["viewmats"][k], K, tracks["lip_boxes"][k], tile))
+    from .preview import _resize
+
+    out.append(_resize(read_png(wd / C.BACKGROUND), tile))
+    C.write_bytes(wd / C.PREVIEW, _encode_png(make_grid(out, cols=3)))
+
+
+# ------------------------------------------------------------------------------- entry point
+def preprocess(
+    video: str | os.PathLike,
+    workdir: str | os.PathLike,
+    size: int = 512,
+    audio_features: str = "mel",
+    start: Optional[float] = None,
+    end: Optional[float] = None,
+    force: bool = False,
+    progress: Optional[bool] = None,
+) -> Path:
+    """Preprocess `video` into `workdir` (see the module docs and docs/preprocess.md); returns the
+    workdir. Finished stages are reused when the video and settings are unchanged; `force`
+    redoes everything. `start`/`end` (seconds) trim the video. Raises PreprocessError (a
+    ValueError) with a one-line message on bad input; a workdir this call created is removed
+    again on failure. `progress`: show rich progress bars on stderr (default: when stderr is a
+    terminal)."""
+    from ..audio import FeatureModelError, feature_kinds
+
+    video = Path(video).expanduser()
+    wd = Path(workdir).expanduser()
+    if not isinstance(size, int) or size < 64 or size > 4096:
+        raise PreprocessError(f"--size must be an integer from 64 to 4096, got {size!r}")
+    if audio_features not in feature_kinds():
+        raise PreprocessError(f"unknown --audio-features {audio_features!r} (choose from {', '.join(feature_kinds())})")
+    if start is not None and start < 0:
+        raise PreprocessError(f"--start must be >= 0, got {start}")
+    if start is not None and end is not None and end <= start:
+        raise PreprocessError(f"--end ({end}) must be after --start ({start})")
+    info = probe(video)
+    s0 = float(start or 0.0)
+    dur = info.duration
+    if math.isfinite(dur) and s0 >= dur:
+        raise PreprocessError(f"{video}: --start {s0:g} s is beyond the end of the video ({dur:.1f} s)")
+    e0 = min(end, dur) if end is not None and math.isfinite(dur) else (end if end is not None else dur)
+    e0 = float(e0) if e0 is not None else float("nan")
+    if math.isfinite(e0) and e0 - s0 < MIN_SECONDS:
+        raise PreprocessError(f"{video}: the span {s0:g}-{e0:g} s is only {e0 - s0:.2f} s; at least {MIN_SECONDS:g} s are needed")
+    if wd.exists() and not wd.is_dir():
+        raise PreprocessError(f"{wd}: exists and is not a folder")
+    if wd.is_dir() and any(wd.iterdir()) and not ((wd / C.META).exists() or (wd / C.CACHE).is_dir()):
+        raise PreprocessError(f"{wd}: exists and is not a gstalker workdir; choose a new or empty folder")
+    if math.isfinite(e0) and e0 - s0 < SHORT_VIDEO_S:
+        _warn(f"{video}: only {e0 - s0:.0f} s of video; 3-5 minutes are recommended, quality will suffer")
+
+    created = not wd.exists()
+    prog = _RichProgress() if (progress if progress is not None else _stderr_tty()) else _NoProgress()
+    timings = {}
+    try:
+        wd.mkdir(parents=True, exist_ok=True)
+        (wd / C.CACHE).mkdir(exist_ok=True)
+        C.clean_temp(wd)
+        stages = C.Stages(wd)
+        if force:
+            stages.clear()
+        t = time.perf_counter()
+        sha = C.file_sha256(video)
+        timings["hash"] = time.perf_counter() - t
+        ran = []
+
+        fp_dec = C.fingerprint(C.FORMAT_VERSION, STAGE_VERSIONS["decode"], sha, size, s0, e0)
+        if not stages.is_done("decode", fp_dec, wd / C.FRAMES, wd / C.AUDIO, wd / C.CACHE / "decode.json"):
+            t = time.perf_counter()
+            _stage_decode(video, info, wd, size, s0, e0, prog)
+            timings["decode"] = time.perf_counter() - t
+            stages.mark("decode", fp_dec)
+            ran.append("decode")
+        dec = json.loads((wd / C.CACHE / "decode.json").read_text())
+        n = dec["num_frames"]
+
+        fp_lm = C.fingerprint(fp_dec, STAGE_VERSIONS["landmarks"])
+        if not stages.is_done("landmarks", fp_lm, wd / C.CACHE / "landmarks.safetensors"):
+            t = time.perf_counter()
+            _stage_landmarks(video, wd, n, prog)
+            timings["landmarks"] = time.perf_counter() - t
+            stages.mark("landmarks", fp_lm)
+            ran.append("landmarks")
+
+        fp_pose = C.fingerprint(fp_lm, STAGE_VERSIONS["pose"])
+        if not stages.is_done("pose", fp_pose, wd / C.CACHE / "pose.safetensors"):
+            t = time.perf_counter()
+            _stage_pose(wd, size, prog)
+            timings["pose"] = time.perf_counter() - t
+            stages.mark("pose", fp_pose)
+            ran.append("pose")
+
+        fp_masks = C.fingerprint(fp_lm, STAGE_VERSIONS["masks"])
+        if not stages.is_done("masks", fp_masks, wd / C.MASKS, wd / C.BACKGROUND):
+            t = time.perf_counter()
+            _stage_masks(wd, n, prog)
+            timings["masks"] = time.perf_counter() - t
+            stages.mark("masks", fp_masks)
+            ran.append("masks")
+
+        from ..audio.features import DEFAULT_MODELS, ENV_VARS
+
+        model_name = os.environ.get(ENV_VARS.get(audio_features, ""), DEFAULT_MODELS.get(audio_features, ""))
+        fp_feat = C.fingerprint(fp_dec, STAGE_VERSIONS["features"], audio_features, model_name)
+        name = f"features-{audio_features}"
+        if not stages.is_done(name, fp_feat, _features_file(wd, audio_features)):
+            t = time.perf_counter()
+            try:
+                _stage_features(wd, n, audio_features, prog)
+            except FeatureModelError as e:
+                raise PreprocessError(str(e)) from None
+            timings["features"] = time.perf_counter() - t
+            stages.mark(name, fp_feat)
+            ran.append(name)
+
+        t = time.perf_counter()
+        tracks, meta = _assemble(video, wd, info, dec, size, s0, e0, audio_features, model_name, sha)
+        if ran or not (wd / C.PREVIEW).exists() or not (wd / C.TRACKS).exists():
+            C.save_tensors(wd / C.TRACKS, tracks, metadata={"gstalker": json.dumps({"format_version": C.FORMAT_VERSION})})
+            K = np.array([[meta["intrinsics"]["fx"], 0, meta["intrinsics"]["cx"]],
+                          [0, meta["intrinsics"]["fy"], meta["intrinsics"]["cy"]], [0, 0, 1]])
+            _preview(wd, n, size, tracks, K)
+        timings["assemble"] = time.perf_counter() - t
+        old = {}
+        if (wd / C.META).exists():
+            try:
+                old = json.loads((wd / C.META).read_text()).get("timings_s", {})
+            except ValueError:
+                old = {}
+        meta["timings_s"] = {**old, **{k: round(v, 3) for k, v in timings.items()}}
+        meta["stages_run"] = ran
+        C.write_json(wd / C.META, meta)
+    except BaseException:
+        prog.close()
+        if created:
+            shutil.rmtree(wd, ignore_errors=True)
+        else:
+            C.clean_temp(wd)
+        raise
+    prog.close()
+    return wd
+
+
+def _stderr_tty() -> bool:
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except Exception:
+        return False
+
+
+def _assemble(video, wd, info, dec, size, s0, e0, kind, model_name, sha):
+    from .eyelip import eye_openness, lip_boxes
+
+    n = dec["num_frames"]
+    lmd = C.load_tensors(wd / C.CACHE / "landmarks.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(wd / C.CACHE / "pose.safetensors"), "np") as f:
+        pose_info = json.loads(f.metadata()["pose"])
+        viewmats, template = f.get_tensor("viewmats"), f.get_tensor("template")
+    feats = C.load_tensors(_features_file(wd, kind))["audio_features"]
+    lm = lmd["landmarks3d"]
+    eye, eye_area = eye_openness(lm, (size, size))
+    tracks = {
+        "landmarks": np.ascontiguousarray(lm[..., :2], dtype=np.float32),
+        "viewmats": viewmats.astype(np.float32),
+        "eye": eye,
+        "lip_boxes": lip_boxes(lm, (size, size)),
+        "audio_features": feats.astype(np.float32),
+        "landmarks_depth": np.ascontiguousarray(lm[..., 2], dtype=np.float32),
+        "face_found": lmd["found"].astype(np.uint8),
+        "eye_area": eye_area,
+        "template": template.astype(np.float32),
+    }
+    masks_info = json.loads((wd / C.CACHE / "masks.json").read_text())
+    f = pose_info["focal"]
+    val_start = n - max(1, int(round(VAL_FRACTION * n)))
+    meta = {
+        "format_version": C.FORMAT_VERSION,
+        "fps": FPS,
+        "num_frames": n,
+        "size": [size, size],
+        "sample_rate": SAMPLE_RATE,
+        "intrinsics": {"fx": f, "fy": f, "cx": size / 2.0, "cy": size / 2.0},
+        "val_start": val_start,
+        "audio_features": {"kind": kind, "dim": int(feats.shape[2]), "window": int(feats.shape[1]),
+                           "rate": 50, "model": model_name or None},
+        "source": {"name": video.name, "size": video.stat().st_size, "sha256": sha},
+        "settings": {"size": size, "audio_features": kind, "start": s0, "end": e0 if math.isfinite(e0) else None},
+        "video": dec["video"],
+        "crop": dec["crop"],
+        "reprojection_error_px": pose_info["reprojection_error_px"],
+        "reprojection_error_px_unsmoothed": pose_info["reprojection_error_px_unsmoothed"],
+        "lost_frames": int(n - lmd["found"].sum()),
+        "background_seen_fraction": masks_info["background_seen_fraction"],
+        "files": {"frames": f"{C.FRAMES}/{C.FRAME_NAME}", "masks": f"{C.MASKS}/{C.MASK_NAME}",
+                  "mask_channels": ["head", "torso", "background"], "background": C.BACKGROUND,
+                  "audio": C.AUDIO, "tracks": C.TRACKS, "preview": C.PREVIEW},
+    }
+    return tracks, meta
