@@ -223,6 +223,20 @@ def test_clone_split_prune_resize_params_and_adam_state():
     assert not torch.equal(before, g.means.detach())
 
 
+def test_gaussian_model_state_round_trip_at_any_size():
+    gm = GaussianModel.random(n_head=30, n_torso=20, seed=3)
+    gm.head.prune(torch.arange(30) % 3 == 0)
+    state = gm.state_dict()
+    assert set(state) == {f"{s}.{n}" for s in ("head", "torso")
+                          for n in ("means", "log_scales", "quats", "opacity_logits", "color_logits")}
+    back = GaussianModel.from_state_dict(state)
+    assert len(back.head) == 20 and len(back.torso) == 20
+    for k, v in back.state_dict().items():
+        assert torch.equal(v, state[k])
+    with pytest.raises(ValueError, match="state has no head.quats"):
+        GaussianModel.from_state_dict({k: v for k, v in state.items() if k != "head.quats"})
+
+
 def test_densify_and_prune_uses_accumulated_gradients():
     g = Gaussians.random(40, side=2.0, opacity=0.5, generator=torch.Generator().manual_seed(2))
     opt = _adam_with_state(g)

@@ -89,6 +89,15 @@ class Gaussians(nn.Module):
         color_logits = torch.logit(torch.rand(n, channels, generator=g).clamp(0.05, 0.95))
         return cls(means, log_scales, quats, opacity_logits, color_logits)
 
+    @classmethod
+    def from_state_dict(cls, state: dict, prefix: str = "") -> "Gaussians":
+        """Rebuild a set of any size from `state_dict()` tensors (``load_state_dict`` would need
+        a set of the same N already)."""
+        missing = [prefix + n for n in PARAM_NAMES if prefix + n not in state]
+        if missing:
+            raise ValueError(f"state has no {', '.join(missing)}")
+        return cls(*(state[prefix + n] for n in PARAM_NAMES))
+
     def __len__(self) -> int:
         return self.means.shape[0]
 
@@ -259,6 +268,11 @@ class GaussianModel(nn.Module):
             Gaussians.random(n_head, side, channels=channels, generator=g),
             Gaussians.random(n_torso, side, channels=channels, generator=g),
         )
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "GaussianModel":
+        """Rebuild from `state_dict()` tensors ("head.means", "torso.quats", ...), any sizes."""
+        return cls(Gaussians.from_state_dict(state, "head."), Gaussians.from_state_dict(state, "torso."))
 
     def param_groups(self, lr: dict) -> list[dict]:
         """Adam param groups for both sets, named "head.means", "torso.quats", ..."""
