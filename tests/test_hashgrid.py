@@ -236,7 +236,17 @@ HASH_PSNR_MIN = 28.0
 MLP_PSNR_MAX = 24.0
 
 
-def test_hashgrid_fits_image_better_than_coordinate_mlp():
+@pytest.fixture
+def one_thread():
+    """Small tensors: one thread is as fast, and immune to stalls when the cores are shared
+    (an OpenMP region waits for its slowest thread; a descheduled one costs a time slice)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_hashgrid_fits_image_better_than_coordinate_mlp(one_thread):
     torch.manual_seed(0)
     target_img = _image64(MEDIA if MEDIA.is_dir() else None)
     target = target_img.reshape(-1, 3)

@@ -258,7 +258,16 @@ def test_densify_and_prune_uses_accumulated_gradients():
 # ----------------------------------------------------------------------------- gradients end to end
 
 
-def test_gradients_flow_from_rendered_image_to_every_trainable_part():
+@pytest.fixture
+def one_thread():
+    """Small tensors: one thread avoids OpenMP stalls when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_gradients_flow_from_rendered_image_to_every_trainable_part(one_thread):
     from gstalker.kernels import rasterize
 
     torch.manual_seed(6)
