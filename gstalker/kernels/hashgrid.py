@@ -27,6 +27,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ._backend import HAS_TRITON, check_tensor, interpreting, resolve_backend
 
@@ -241,6 +242,7 @@ class _HashGridFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the backward kernels are not themselves differentiable
     def backward(ctx, grad_out):
         coords, table, res_t, axes_t = ctx.saved_tensors
         need_coords, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
