@@ -219,9 +219,10 @@ class Gaussians(nn.Module):
         generator=None,
     ) -> dict:
         """3DGS's adaptive density control: clone small and split large Gaussians whose average
-        view-space gradient reaches `grad_threshold`, then prune the nearly transparent, those
-        larger than 0.1 * `scene_extent` and (if given) those drawn wider than
-        `max_screen_radius` pixels. Resets the statistics. Returns the counts."""
+        view-space gradient reaches `grad_threshold`, then prune the nearly transparent and, when
+        `max_screen_radius` is given (3DGS: after the first opacity reset), also those drawn wider
+        than it in pixels or larger than 0.1 * `scene_extent` in the world. Resets the
+        statistics. Returns the counts."""
         avg = self.grad_accum / self.grad_count.clamp_min(1)
         hot = avg >= grad_threshold
         big = self.scales.max(dim=1).values > percent_dense * scene_extent
@@ -232,9 +233,9 @@ class Gaussians(nn.Module):
         split_mask = torch.cat([split_mask, split_mask.new_zeros(n_clone)])
         self.split(split_mask, optimizer, generator=generator)
         remove = self.opacities < min_opacity
-        remove |= self.scales.max(dim=1).values > 0.1 * scene_extent
         if max_screen_radius is not None:
             remove |= self.max_radii > max_screen_radius
+            remove |= self.scales.max(dim=1).values > 0.1 * scene_extent
         n_pruned = int(remove.sum())
         self.prune(remove, optimizer)
         self.reset_densification_stats()
