@@ -253,13 +253,16 @@ def test_densify_and_prune_uses_accumulated_gradients():
     assert stats == {"cloned": 1, "split": 1, "pruned": 3, "total": 40 + 1 + 2 - 1 - 3}
     assert len(g) == stats["total"] and opt.state[g.quats]["exp_avg"].shape == (stats["total"], 4)
     assert (g.grad_accum == 0).all()
-    # with a screen-size limit, Gaussians drawn too wide or too large in the world go as well
+    # too large in the world (> 0.1 * extent by default) or drawn too wide: pruned as well
     with torch.no_grad():
-        g.log_scales[0] = math.log(0.5)  # > 0.1 * extent
+        g.log_scales[0] = math.log(0.5)
     radii = torch.ones(len(g), dtype=torch.int32)
     radii[1] = 50
     g.add_densification_stats(torch.zeros(len(g), 2), radii)
     n = len(g)
+    stats = g.densify_and_prune(opt, grad_threshold=0.5, scene_extent=2.0, max_world_scale=None)
+    assert stats["pruned"] == 0 and len(g) == n
+    g.add_densification_stats(torch.zeros(len(g), 2), radii)
     stats = g.densify_and_prune(opt, grad_threshold=0.5, scene_extent=2.0, max_screen_radius=20)
     assert stats["pruned"] == 2 and len(g) == n - 2
 

@@ -216,13 +216,14 @@ class Gaussians(nn.Module):
         percent_dense: float = 0.01,
         min_opacity: float = 0.005,
         max_screen_radius: float | None = None,
+        max_world_scale: float | None = 0.1,
         generator=None,
     ) -> dict:
         """3DGS's adaptive density control: clone small and split large Gaussians whose average
-        view-space gradient reaches `grad_threshold`, then prune the nearly transparent and, when
-        `max_screen_radius` is given (3DGS: after the first opacity reset), also those drawn wider
-        than it in pixels or larger than 0.1 * `scene_extent` in the world. Resets the
-        statistics. Returns the counts."""
+        view-space gradient reaches `grad_threshold`, then prune the nearly transparent, those
+        larger than `max_world_scale` * `scene_extent` (None: keep them; 3DGS applies this only
+        together with the screen limit, after its first opacity reset) and, if given, those drawn
+        wider than `max_screen_radius` pixels. Resets the statistics. Returns the counts."""
         avg = self.grad_accum / self.grad_count.clamp_min(1)
         hot = avg >= grad_threshold
         big = self.scales.max(dim=1).values > percent_dense * scene_extent
@@ -233,9 +234,10 @@ class Gaussians(nn.Module):
         split_mask = torch.cat([split_mask, split_mask.new_zeros(n_clone)])
         self.split(split_mask, optimizer, generator=generator)
         remove = self.opacities < min_opacity
+        if max_world_scale is not None:
+            remove |= self.scales.max(dim=1).values > max_world_scale * scene_extent
         if max_screen_radius is not None:
             remove |= self.max_radii > max_screen_radius
-            remove |= self.scales.max(dim=1).values > 0.1 * scene_extent
         n_pruned = int(remove.sum())
         self.prune(remove, optimizer)
         self.reset_densification_stats()
