@@ -24,7 +24,7 @@ def load_audio(
 ) -> np.ndarray:
     """Decode the first audio stream of `path` to mono float32 in [-1, 1] at `sample_rate`.
 
-    Channels are mixed down and the rate converted by FFmpeg's resampler (PyAV). `start`/`end`
+    The rate is converted by FFmpeg's resampler (PyAV) and the channels averaged. `start`/`end`
     (seconds) trim the result. Times are measured from `origin` (seconds on the container's
     clock; default: the audio stream's own first timestamp, i.e. the first sample is t = 0).
     Preprocessing passes the video's first frame time as `origin` so that audio and frames line
@@ -45,7 +45,9 @@ def load_audio(
         if not container.streams.audio:
             raise AudioError(f"{path}: has no audio stream")
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        # keep the channels through the resampler and average them here: FFmpeg's own downmix
+        # weights each channel by -3 dB, which makes identical stereo channels 1.41x louder
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
         chunks = []
         first_time = None
         try:
@@ -53,9 +55,9 @@ def load_audio(
                 if first_time is None and frame.pts is not None and frame.time_base is not None:
                     first_time = float(frame.pts * frame.time_base)
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    chunks.append(out.to_ndarray().mean(0))
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                chunks.append(out.to_ndarray().mean(0))
         except av.error.FFmpegError as e:
             raise AudioError(f"{path}: corrupt or truncated audio ({_short(e)})") from None
     wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)

@@ -29,8 +29,12 @@ class Crop:
 def _detector():
     import mediapipe as mp
 
+    from .landmarks import quiet_native_stderr
+
     # model_selection=1: the full-range model (faces up to ~5 m), for wide shots with small faces.
-    return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+    with quiet_native_stderr():
+        det = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+    return det
 
 
 def detect_faces(rgb: np.ndarray, det) -> list:
@@ -49,13 +53,20 @@ def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hi
     """Scan a sample of frames, locate the (largest) face, and place the square crop."""
     step = max(1, num_frames_hint // SCAN_SAMPLES)
     det = _detector()
-    boxes, several, looked = [], 0, 0
+    boxes, several, looked, last = [], 0, 0, -1
     try:
         for k, _, rgb in iter_frames(info, start=start, end=end, keep=lambda k: k % step == 0):
+            last = k
             if rgb is None:
                 continue
             looked += 1
-            faces = detect_faces(rgb, det)
+            if looked == 1:
+                from .landmarks import quiet_native_stderr
+
+                with quiet_native_stderr():
+                    faces = detect_faces(rgb, det)
+            else:
+                faces = detect_faces(rgb, det)
             if not faces:
                 continue
             if len(faces) > 1 and faces[1][2] * faces[1][3] > 0.25 * faces[0][2] * faces[0][3]:
@@ -64,6 +75,12 @@ def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hi
     finally:
         det.close()
     path = info.path
+    span_end = end if end is not None else info.duration
+    got = (last + 1) / 25.0
+    if span_end is not None and np.isfinite(span_end) and got < 0.9 * (span_end - start) and (span_end - start) - got > 1.0:
+        raise PreprocessError(
+            f"{path}: corrupt or truncated video: it declares {span_end:.1f} s but only {start + got:.1f} s decode"
+        )
     if not boxes:
         raise PreprocessError(f"{path}: no face found (looked at {looked} frames)")
     if several > 0.3 * len(boxes):

@@ -9,42 +9,72 @@ import torch.nn.functional as F
 
 # MediaPipe face-oval landmarks along the jaw, from cheek 454 (image right) via chin 152 to 234.
 JAW = [454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234]
-HEAD_SIDE_MARGIN = 0.6  # head extends this many face widths beyond the cheeks (hair, ears)
-HEAD_BELOW_CHIN = 0.15  # beside the face, the head goes this many face heights below the chin
+HEAD_SIDE_MARGIN = 0.6  # head extends this many face widths beyond the face (hair, ears)
+JAW_ANGLES = (172, 397)  # beside the face, the head reaches down to these (ears, hair)
 
 
 class Segmenter:
     def __init__(self):
         import mediapipe as mp
 
+        from .landmarks import quiet_native_stderr
+
+        self._quiet = quiet_native_stderr
         # model 0: the general (256x256) model, suited to square head-and-shoulders frames
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        with quiet_native_stderr():
+            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        self._first = True
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """Person probability [H, W] float32 in [0, 1]."""
-        return np.clip(self._seg.process(rgb).segmentation_mask, 0.0, 1.0).astype(np.float32)
+        if self._first:
+            self._first = False
+            with self._quiet():
+                res = self._seg.process(rgb)
+        else:
+            res = self._seg.process(rgb)
+        return np.clip(res.segmentation_mask, 0.0, 1.0).astype(np.float32)
 
     def close(self):
         self._seg.close()
 
 
-def head_region(lm2d: np.ndarray, h: int, w: int) -> np.ndarray:
-    """[H, W] bool: where the head (face, hair, ears) may be: above the jaw line, and beside
-    the face down to a little below the chin, within the face's width plus a margin. Below the
-    jaw (neck) and further down or out (shoulders, clothes) is torso."""
-    jaw = lm2d[JAW, :2].astype(np.float64)
-    order = np.argsort(jaw[:, 0])
-    jx, jy = jaw[order, 0], jaw[order, 1]
+def fill_polygon(poly: np.ndarray, h: int, w: int) -> np.ndarray:
+    """[H, W] bool: pixel centres inside the polygon [P, 2] (x, y), even-odd rule."""
+    x0, y0 = poly[:, 0], poly[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    yc = np.arange(h)[:, None] + 0.5  # [H,1]
+    cross = (y0[None] <= yc) != (y1[None] <= yc)  # [H,E]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xi = x0[None] + (yc - y0[None]) * (x1 - x0)[None] / (y1 - y0)[None]
+    xi = np.where(cross, xi, np.inf)  # [H,E]
     cols = np.arange(w) + 0.5
-    yj = np.interp(cols, jx, jy)
-    fw = max(jx[-1] - jx[0], 1.0)
-    # beside the face (ears, hair) the head reaches a little below the chin
-    fh = max(lm2d[152, 1] - lm2d[10, 1], 1.0)
-    low = jy.max() + HEAD_BELOW_CHIN * fh
-    yj = np.where((cols < jx[0]) | (cols > jx[-1]), low, yj)
-    inside = (cols > jx[0] - HEAD_SIDE_MARGIN * fw) & (cols < jx[-1] + HEAD_SIDE_MARGIN * fw)
-    rows = np.arange(h)[:, None] + 0.5
-    return (rows < yj[None, :]) & inside[None, :]
+    count = (xi[:, :, None] < cols[None, None, :]).sum(1)
+    return (count % 2) == 1
+
+
+def head_region(lm2d: np.ndarray, h: int, w: int) -> np.ndarray:
+    """[H, W] bool: where the head (face, hair, ears) may be. A polygon: the jaw line from one
+    jaw angle via the chin to the other, then out sideways (ears, hair beside the face) to a
+    margin of HEAD_SIDE_MARGIN face widths beyond the cheeks, and up to the top of the frame.
+    Below the jaw (neck) and below the jaw angles beside it (shoulders, clothes) is torso. Works
+    for turned heads (the nose may stick out past the face oval)."""
+    jaw = lm2d[JAW, :2].astype(np.float64)
+    a, b = JAW.index(JAW_ANGLES[1]), JAW.index(JAW_ANGLES[0])
+    path = jaw[a : b + 1]  # angle (397) ... chin ... angle (172)
+    xs = lm2d[:468, 0]
+    fw = max(float(np.linalg.norm(lm2d[234, :2] - lm2d[454, :2])), 1.0)
+    left_x = min(xs.min(), path[:, 0].min()) - HEAD_SIDE_MARGIN * fw
+    right_x = max(xs.max(), path[:, 0].max()) + HEAD_SIDE_MARGIN * fw
+    # the path runs from the image-right angle to the image-left one when the face looks at us
+    if path[0, 0] < path[-1, 0]:
+        path = path[::-1]
+    top = -1.0
+    poly = np.concatenate([
+        path,
+        [[left_x, path[-1, 1]], [left_x, top], [right_x, top], [right_x, path[0, 1]]],
+    ])
+    return fill_polygon(poly, h, w)
 
 
 def split_masks(person: np.ndarray, lm2d: np.ndarray) -> np.ndarray:

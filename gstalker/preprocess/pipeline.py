@@ -20,6 +20,10 @@ from typing import Optional
 import numpy as np
 import torch
 
+# torchvision 0.29 deprecates its image codecs in favour of torchcodec (not a dependency here);
+# they work, so keep their notice from flooding every frame.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision")
+
 from . import cache as C
 from .crop import find_crop
 from .errors import PreprocessError, PreprocessWarning
@@ -30,7 +34,7 @@ SAMPLE_RATE = 16000
 VAL_FRACTION = 0.1
 SHORT_VIDEO_S = 60.0
 MAX_LOST = 0.20
-STAGE_VERSIONS = {"decode": 1, "landmarks": 1, "pose": 1, "masks": 1, "features": 1}
+STAGE_VERSIONS = {"decode": 1, "landmarks": 1, "pose": 1, "masks": 2, "features": 1}
 
 
 # ------------------------------------------------------------------------------- progress
@@ -313,6 +317,9 @@ def preprocess(
     created = not wd.exists()
     prog = _RichProgress() if (progress if progress is not None else _stderr_tty()) else _NoProgress()
     timings = {}
+    threads = torch.get_num_threads()
+    # per-frame work is small tensors; one torch thread avoids fighting MediaPipe's own threads
+    torch.set_num_threads(1)
     try:
         wd.mkdir(parents=True, exist_ok=True)
         (wd / C.CACHE).mkdir(exist_ok=True)
@@ -325,7 +332,19 @@ def preprocess(
         timings["hash"] = time.perf_counter() - t
         ran = []
 
+        from ..audio.features import DEFAULT_MODELS, ENV_VARS, load_speech_model
+
+        model_name = os.environ.get(ENV_VARS.get(audio_features, ""), DEFAULT_MODELS.get(audio_features, ""))
         fp_dec = C.fingerprint(C.FORMAT_VERSION, STAGE_VERSIONS["decode"], sha, size, s0, e0)
+        fp_feat = C.fingerprint(fp_dec, STAGE_VERSIONS["features"], audio_features, model_name)
+        feat_stage = f"features-{audio_features}"
+        feat_done = stages.is_done(feat_stage, fp_feat, _features_file(wd, audio_features))
+        if audio_features in DEFAULT_MODELS and not feat_done:  # fail now, not after minutes of work
+            try:
+                load_speech_model(audio_features)
+            except FeatureModelError as e:
+                raise PreprocessError(str(e)) from None
+
         if not stages.is_done("decode", fp_dec, wd / C.FRAMES, wd / C.AUDIO, wd / C.CACHE / "decode.json"):
             t = time.perf_counter()
             _stage_decode(video, info, wd, size, s0, e0, prog)
@@ -359,20 +378,15 @@ def preprocess(
             stages.mark("masks", fp_masks)
             ran.append("masks")
 
-        from ..audio.features import DEFAULT_MODELS, ENV_VARS
-
-        model_name = os.environ.get(ENV_VARS.get(audio_features, ""), DEFAULT_MODELS.get(audio_features, ""))
-        fp_feat = C.fingerprint(fp_dec, STAGE_VERSIONS["features"], audio_features, model_name)
-        name = f"features-{audio_features}"
-        if not stages.is_done(name, fp_feat, _features_file(wd, audio_features)):
+        if not stages.is_done(feat_stage, fp_feat, _features_file(wd, audio_features)):
             t = time.perf_counter()
             try:
                 _stage_features(wd, n, audio_features, prog)
             except FeatureModelError as e:
                 raise PreprocessError(str(e)) from None
             timings["features"] = time.perf_counter() - t
-            stages.mark(name, fp_feat)
-            ran.append(name)
+            stages.mark(feat_stage, fp_feat)
+            ran.append(feat_stage)
 
         t = time.perf_counter()
         tracks, meta = _assemble(video, wd, info, dec, size, s0, e0, audio_features, model_name, sha)
@@ -392,12 +406,14 @@ def preprocess(
         meta["stages_run"] = ran
         C.write_json(wd / C.META, meta)
     except BaseException:
+        torch.set_num_threads(threads)
         prog.close()
         if created:
             shutil.rmtree(wd, ignore_errors=True)
         else:
             C.clean_temp(wd)
         raise
+    torch.set_num_threads(threads)
     prog.close()
     return wd
 

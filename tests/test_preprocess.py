@@ -1,0 +1,383 @@
+"""gstalker preprocess: stream handling and bad inputs on tiny synthetic clips; tracking, poses,
+masks and the cache on short spans of the real clips in ../shared/media (skipped when absent)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gstalker.cli import app
+from gstalker.preprocess import PreprocessError, PreprocessWarning, preprocess
+from gstalker.preprocess.video import iter_frames, probe
+
+runner = CliRunner()
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
+
+
+# ---------------------------------------------------------------------------------- synthetic clips
+def make_clip(path: Path, seconds: float = 3.0, fps: float = 25, size=(96, 64), video=True, audio=True,
+              rate: int = 44100, channels: int = 2, frames=None, faststart: bool = False) -> Path:
+    """Write an mp4: frame i is a flat grey of level (8 * i) % 256 (or frames[i] if given); audio a
+    440 Hz tone. Variable rates like 22.13 fps are written with a fine time base."""
+    import av
+
+    opts = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format="mp4", options=opts) as c:
+        if video:
+            vs = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            w, h = size if frames is None else (frames[0].shape[1], frames[0].shape[0])
+            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+            vs.time_base = Fraction(1, 90000)
+            vs.options = {"preset": "ultrafast", "crf": "10"}
+        if audio:
+            aus = c.add_stream("aac", rate=rate)
+            aus.layout = "stereo" if channels == 2 else "mono"
+        n = int(round(seconds * fps)) if frames is None else len(frames)
+        if video:
+            for i in range(n):
+                img = frames[i] if frames is not None else np.full((h, w, 3), (8 * i) % 256, np.uint8)
+                fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                fr.pts = int(round(i / fps * 90000))
+                fr.time_base = Fraction(1, 90000)
+                for p in vs.encode(fr):
+                    c.mux(p)
+            for p in vs.encode():
+                c.mux(p)
+        if audio:
+            total = int(seconds * rate) if frames is None else int(n / fps * rate)
+            t = np.arange(total) / rate
+            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            data = np.stack([tone] * channels) if channels > 1 else tone[None]
+            for s in range(0, total, 1024):
+                chunk = np.ascontiguousarray(data[:, s : s + 1024])
+                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo" if channels == 2 else "mono")
+                af.sample_rate = rate
+                af.pts = s
+                af.time_base = Fraction(1, rate)
+                for p in aus.encode(af):
+                    c.mux(p)
+            for p in aus.encode():
+                c.mux(p)
+    return path
+
+
+def _cli_error(args, name):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("gstalker: error:")]
+    assert len(lines) == 1, res.output
+    assert name in lines[0], lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------- stream handling
+@pytest.mark.parametrize("fps", [22.13, 30.0, 25.0])
+def test_resample_to_25fps_by_timestamps(tmp_path, fps):
+    clip = make_clip(tmp_path / "c.mp4", seconds=2.4, fps=fps, audio=True)
+    info = probe(clip)
+    assert abs(info.fps - fps) < 0.05
+    got = [(k, int(round(rgb.mean()))) for k, _, rgb in iter_frames(info)]
+    n_src = int(round(2.4 * fps))
+    assert abs(len(got) - 2.4 * 25) <= 1
+    for k, level in got:
+        # frame k shows the source frame on screen at (k + 0.5) / 25 s
+        src = min(int(math.floor((k + 0.5) / 25 * fps + 1e-6)), n_src - 1)
+        assert abs(level - (8 * src) % 256) <= 3, (k, level, src)
+
+
+def test_iter_frames_start_end(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", seconds=4.0, fps=25)
+    info = probe(clip)
+    got = [(k, int(round(rgb.mean()))) for k, _, rgb in iter_frames(info, start=2.0, end=3.0)]
+    assert len(got) == 25
+    assert abs(got[0][1] - (8 * 50) % 256) <= 3
+
+
+def test_rotation_is_applied():
+    from gstalker.preprocess.video import _upright
+
+    class F:
+        def to_ndarray(self, format):
+            a = np.zeros((2, 3, 3), np.uint8)
+            a[0, 2] = 255  # top right
+            return a
+
+    up = _upright(F(), 90)  # displayed rotated 90 degrees counterclockwise
+    assert up.shape == (3, 2, 3) and up[0, 0, 0] == 255
+    up = _upright(F(), 270)
+    assert up.shape == (3, 2, 3) and up[2, 1, 0] == 255
+
+
+# ---------------------------------------------------------------------------------- bad inputs
+def test_bad_inputs_one_line_exit_2_nothing_written(tmp_path):
+    wd = tmp_path / "wd"
+    txt = tmp_path / "notes.txt"
+    txt.write_text("this is not a video\n" * 50)
+    _cli_error(["preprocess", str(txt), "--workdir", str(wd)], "notes.txt")
+    _cli_error(["preprocess", str(tmp_path), "--workdir", str(wd)], "directory")
+    _cli_error(["preprocess", str(tmp_path / "nope.mp4"), "--workdir", str(wd)], "nope.mp4")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    _cli_error(["preprocess", str(empty), "--workdir", str(wd)], "empty.mp4")
+    novideo = make_clip(tmp_path / "novideo.mp4", video=False)
+    assert "no video stream" in _cli_error(["preprocess", str(novideo), "--workdir", str(wd)], "novideo.mp4")
+    noaudio = make_clip(tmp_path / "noaudio.mp4", audio=False)
+    assert "no audio stream" in _cli_error(["preprocess", str(noaudio), "--workdir", str(wd)], "noaudio.mp4")
+    short = make_clip(tmp_path / "short.mp4", seconds=1.2)
+    assert "2 s" in _cli_error(["preprocess", str(short), "--workdir", str(wd)], "short.mp4")
+    noface = make_clip(tmp_path / "noface.mp4", seconds=2.5)
+    assert "no face" in _cli_error(["preprocess", str(noface), "--workdir", str(wd)], "noface.mp4")
+    # truncated: the index (moov) at the end is cut off
+    good = make_clip(tmp_path / "good.mp4", seconds=3.0)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    _cli_error(["preprocess", str(cut), "--workdir", str(wd)], "cut.mp4")
+    # truncated: index first (faststart), media data cut
+    fs = make_clip(tmp_path / "fs.mp4", seconds=4.0, faststart=True)
+    cut2 = tmp_path / "cut2.mp4"
+    cut2.write_bytes(fs.read_bytes()[: int(fs.stat().st_size * 0.4)])
+    assert "truncated" in _cli_error(["preprocess", str(cut2), "--workdir", str(wd)], "cut2.mp4")
+    # a trim that leaves too little
+    _cli_error(["preprocess", str(good), "--workdir", str(wd), "--start", "2.0"], "good.mp4")
+    _cli_error(["preprocess", str(good), "--workdir", str(wd), "--start", "9"], "beyond the end")
+    _cli_error(["preprocess", str(good), "--workdir", str(wd), "--audio-features", "nope"], "nope")
+    assert not wd.exists()  # nothing half-written
+
+
+def test_refuses_foreign_folder(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "thesis.tex").write_text("precious")
+    good = make_clip(tmp_path / "good.mp4", seconds=3.0)
+    _cli_error(["preprocess", str(good), "--workdir", str(d)], "not a gstalker workdir")
+    assert (d / "thesis.tex").read_text() == "precious"
+
+
+# ---------------------------------------------------------------------------------- real clips
+def _frames_of(path: Path, start: float, seconds: float, size: int):
+    """Some real frames (square crop, resized) to build synthetic clips with faces in them."""
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    info = probe(path)
+    out = []
+    for _, _, rgb in iter_frames(info, start=start, end=start + seconds):
+        s = min(rgb.shape[:2])
+        t = torch.from_numpy(rgb[:s, :s]).permute(2, 0, 1).contiguous()
+        out.append(TF.resize(t, [size, size], antialias=True).permute(1, 2, 0).numpy())
+    return out
+
+
+def test_face_lost_too_often_is_an_error(media_dir, tmp_path):
+    faces = _frames_of(media_dir / "retalking_face3.mp4", 0.0, 1.0, 192)
+    blank = [np.full_like(faces[0], 40)] * 50
+    clip = make_clip(tmp_path / "lost.mp4", fps=25, frames=faces + blank)
+    wd = tmp_path / "wd"
+    with pytest.warns(PreprocessWarning):
+        with pytest.raises(PreprocessError, match=r"lost.mp4: the face is lost in \d+ of \d+ frames"):
+            preprocess(clip, wd)
+    assert not wd.exists()
+
+
+def test_several_faces_takes_largest_and_warns(media_dir, tmp_path):
+    from gstalker.preprocess.crop import find_crop
+
+    big = _frames_of(media_dir / "retalking_face3.mp4", 0.0, 2.2, 256)
+    small = _frames_of(media_dir / "retalking_face2.mp4", 0.0, 2.2, 160)
+    frames = []
+    for a, b in zip(big, small):
+        canvas = np.full((256, 448, 3), 90, np.uint8)
+        canvas[:, :256] = a
+        canvas[48:208, 280:440] = b
+        frames.append(canvas)
+    clip = make_clip(tmp_path / "two.mp4", fps=25, frames=frames)
+    info = probe(clip)
+    with pytest.warns(PreprocessWarning, match="several faces"):
+        crop, _ = find_crop(info, 0.0, None, len(frames))
+    assert crop.x0 + crop.side / 2 < 256  # centred on the big face, on the left
+
+
+@pytest.fixture(scope="module")
+def face1_workdir(tmp_path_factory):
+    """retalking_face1.mp4 (22.13 fps, 700x700, 44.1 kHz stereo) through the CLI."""
+    from tests.conftest import MEDIA
+
+    if not MEDIA.is_dir():
+        pytest.skip(f"real media not found at {MEDIA}")
+    wd = tmp_path_factory.mktemp("pre") / "face1"
+    t = time.perf_counter()
+    res = runner.invoke(app, ["preprocess", str(MEDIA / "retalking_face1.mp4"), "--workdir", str(wd), "--size", "384"])
+    assert res.exit_code == 0, res.output
+    assert "quality will suffer" in res.output  # under a minute: warned
+    return wd, time.perf_counter() - t
+
+
+@pytest.fixture(scope="module")
+def interview_workdir(tmp_path_factory):
+    """A trimmed span of interview_97s.mp4 (1280x720, a man seated off-centre) via the API."""
+    from tests.conftest import MEDIA
+
+    if not MEDIA.is_dir():
+        pytest.skip(f"real media not found at {MEDIA}")
+    wd = tmp_path_factory.mktemp("pre") / "interview"
+    with pytest.warns(PreprocessWarning):
+        preprocess(MEDIA / "interview_97s.mp4", wd, size=256, start=30.0, end=36.0, progress=False)
+    return wd
+
+
+def _load(wd):
+    from safetensors.numpy import load_file
+
+    return json.loads((wd / "meta.json").read_text()), load_file(str(wd / "tracks.safetensors"))
+
+
+@pytest.mark.media
+@pytest.mark.parametrize("which", ["face1", "interview"])
+def test_cache_layout_and_tracks(which, face1_workdir, interview_workdir):
+    wd = face1_workdir[0] if which == "face1" else interview_workdir
+    meta, tr = _load(wd)
+    n, size = meta["num_frames"], meta["size"][0]
+    if which == "face1":
+        assert abs(n - 6.1 * 25) <= 2 and size == 384
+    else:
+        assert n == 150 and size == 256 and meta["settings"]["start"] == 30.0
+    assert meta["fps"] == 25 and meta["sample_rate"] == 16000
+    assert set(meta["intrinsics"]) >= {"fx", "fy", "cx", "cy"} and meta["intrinsics"]["cx"] == size / 2
+    assert meta["val_start"] == n - round(0.1 * n)
+    assert meta["audio_features"] == {**meta["audio_features"], "kind": "mel", "dim": 80, "window": 16}
+    assert meta["source"]["name"].endswith(".mp4") and len(meta["source"]["sha256"]) == 64
+    assert tr["landmarks"].shape == (n, 478, 2) and tr["landmarks"].dtype == np.float32
+    assert tr["viewmats"].shape == (n, 4, 4) and tr["viewmats"].dtype == np.float32
+    assert tr["eye"].shape == (n,) and tr["eye"].min() >= 0 and tr["eye"].max() <= 1 and tr["eye"].std() > 0.01
+    assert tr["lip_boxes"].shape == (n, 4)
+    assert tr["audio_features"].shape == (n, 16, 80) and tr["audio_features"].dtype == np.float32
+    # face found in every frame, landmarks inside the crop
+    assert tr["face_found"].all()
+    assert (tr["landmarks"] >= 0).all() and (tr["landmarks"] < size).all()
+    # lip boxes inside the frame and around the mouth (landmark 13: upper inner lip)
+    b = tr["lip_boxes"]
+    assert (b[:, 0] >= 0).all() and (b[:, 3] <= size).all() and (b[:, 2] > b[:, 0]).all()
+    m = tr["landmarks"][:, 13]
+    assert ((m[:, 0] > b[:, 0]) & (m[:, 0] < b[:, 2]) & (m[:, 1] > b[:, 1]) & (m[:, 1] < b[:, 3])).all()
+    # poses: proper rotations, in front of the camera, smooth, low reprojection error
+    R = tr["viewmats"][:, :3, :3].astype(np.float64)
+    assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-4)
+    assert (tr["viewmats"][:, 2, 3] > 1.0).all()
+    d = np.einsum("fij,fkj->fik", R[1:], R[:-1])
+    step = np.degrees(np.arccos(np.clip((np.trace(d, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    assert step.max() < 5.0 and step.mean() < 1.5, (step.max(), step.mean())
+    assert meta["reprojection_error_px"] < 3.0 * size / 512 + 0.5
+    # the head origin projects near the face (between the eyes and the chin)
+    f, cx = meta["intrinsics"]["fx"], meta["intrinsics"]["cx"]
+    t = tr["viewmats"][:, :3, 3]
+    uv = f * t[:, :2] / t[:, 2:] + cx
+    nose = tr["landmarks"][:, 1]
+    face_w = np.linalg.norm(tr["landmarks"][:, 234] - tr["landmarks"][:, 454], axis=1)
+    assert (np.linalg.norm(uv - nose, axis=1) < 0.8 * face_w).all()
+    # audio: exactly the frames' span at 16 kHz
+    import wave
+
+    with wave.open(str(wd / "audio.wav")) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getnframes() == n * 640
+    assert len(list((wd / "frames").glob("*.jpg"))) == n and len(list((wd / "masks").glob("*.png"))) == n
+    assert (wd / "preview.png").stat().st_size > 1000
+
+
+@pytest.mark.media
+@pytest.mark.parametrize("which", ["face1", "interview"])
+def test_masks_and_background(which, face1_workdir, interview_workdir):
+    from gstalker.data import PreprocessedVideo
+
+    wd = face1_workdir[0] if which == "face1" else interview_workdir
+    ds = PreprocessedVideo(wd, "all")
+    bg = ds.background
+    size = ds.size[0]
+    for k in np.linspace(0, len(ds) - 1, 5).round().astype(int):
+        it = ds[int(k)]
+        head, torso, back = it["head_mask"], it["torso_mask"], it["bg_mask"]
+        assert float((head + torso + back - 1).abs().max()) < 1e-5
+        # the head mask covers the face landmarks (face oval inside, not the outermost ring)
+        lm = it["landmarks"].round().long().clamp(0, size - 1)
+        inner = [1, 4, 5, 6, 9, 33, 133, 263, 362, 13, 14, 61, 291, 168, 197]
+        covered = head[lm[inner, 1], lm[inner, 0]]
+        assert float((covered > 0.5).float().mean()) >= 0.95
+        # torso below the chin, background in the corners at the top
+        assert float(torso.sum()) > 0.02 * size * size
+        # the background image is free of the person: it differs from the frame on the head and
+        # matches it where the frame shows background
+        img = it["image"]
+        diff = (img - bg).abs().mean(-1)
+        on_head = diff[head > 0.95].mean()
+        on_back = diff[back > 0.99].mean()
+        assert on_back < 0.06, float(on_back)
+        assert on_head > 2 * on_back and on_head > 0.05, (float(on_head), float(on_back))
+
+
+@pytest.mark.media
+def test_dataset_reads_lazily(face1_workdir):
+    import torch
+
+    from gstalker.data import PreprocessedVideo, load_splits
+
+    wd = face1_workdir[0]
+    train, val = load_splits(wd)
+    meta = json.loads((wd / "meta.json").read_text())
+    assert len(train) == meta["val_start"] and len(train) + len(val) == meta["num_frames"]
+    it = val[0]
+    assert int(it["index"]) == meta["val_start"]
+    assert it["image"].shape == (384, 384, 3) and it["image"].dtype == torch.float32
+    assert 0 <= float(it["image"].min()) and float(it["image"].max()) <= 1
+    assert it["viewmat"].shape == (4, 4) and it["audio_features"].shape == (16, 80)
+    assert train.K.shape == (3, 3) and train.background.shape == (384, 384, 3)
+    assert train.audio_features().shape == (meta["num_frames"], 16, 80)
+    loader = torch.utils.data.DataLoader(train, batch_size=4, num_workers=1)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (4, 384, 384, 3)
+    with pytest.raises(ValueError, match="not a preprocessed workdir"):
+        PreprocessedVideo(wd / "frames")
+
+
+@pytest.mark.media
+def test_rerun_reuses_stages_and_force_redoes(face1_workdir, tmp_path):
+    from tests.conftest import MEDIA
+
+    wd, first = face1_workdir
+    t = time.perf_counter()
+    res = runner.invoke(app, ["preprocess", str(MEDIA / "retalking_face1.mp4"), "--workdir", str(wd), "--size", "384"])
+    again = time.perf_counter() - t
+    assert res.exit_code == 0, res.output
+    meta = json.loads((wd / "meta.json").read_text())
+    assert meta["stages_run"] == []
+    assert again < 0.3 * first, (again, first)
+    # another kind of feature redoes only that stage (a tiny random HuBERT stands in for the
+    # real one, which needs a download)
+    import gstalker.audio.features as F
+    from tests.test_audio import _tiny
+
+    F._MODEL_CACHE["facebook/hubert-large-ls960-ft"] = _tiny("hubert")
+    try:
+        with pytest.warns(PreprocessWarning):
+            preprocess(MEDIA / "retalking_face1.mp4", wd, size=384, audio_features="hubert")
+    finally:
+        F._MODEL_CACHE.pop("facebook/hubert-large-ls960-ft", None)
+    meta = json.loads((wd / "meta.json").read_text())
+    assert meta["stages_run"] == ["features-hubert"] and meta["audio_features"]["dim"] == 32
+    _, tr = _load(wd)
+    assert tr["audio_features"].shape[1:] == (16, 32)
+
+
+@pytest.mark.media
+def test_force_redoes_everything(interview_workdir):
+    from tests.conftest import MEDIA
+
+    with pytest.warns(PreprocessWarning):
+        preprocess(MEDIA / "interview_97s.mp4", interview_workdir, size=256, start=30.0, end=36.0, force=True)
+    meta = json.loads((interview_workdir / "meta.json").read_text())
+    assert meta["stages_run"] == ["decode", "landmarks", "pose", "masks", "features-mel"]
