@@ -10,6 +10,14 @@ import torch.nn.functional as F
 # MediaPipe face-oval landmarks along the jaw, from cheek 454 (image right) via chin 152 to 234.
 JAW = [454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234]
 HEAD_SIDE_MARGIN = 0.6  # head extends this many face widths beyond the face (hair, ears)
+# points whose convex hull is the face's outline, frontal or turned: the face oval, outer lips,
+# nose, eye corners and brows
+FACE_OUTLINE = sorted(set([
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+    148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+    61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146,
+    1, 4, 5, 6, 168, 195, 197, 48, 278, 98, 327, 33, 133, 263, 362, 70, 300, 105, 334,
+]))
 JAW_ANGLES = (172, 397)  # beside the face, the head reaches down to these (ears, hair)
 
 
@@ -47,9 +55,14 @@ def fill_polygon(poly: np.ndarray, h: int, w: int) -> np.ndarray:
     cross = (y0[None] <= yc) != (y1[None] <= yc)  # [H,E]
     with np.errstate(divide="ignore", invalid="ignore"):
         xi = x0[None] + (yc - y0[None]) * (x1 - x0)[None] / (y1 - y0)[None]
-    xi = np.where(cross, xi, np.inf)  # [H,E]
+    big = float(w) + 1e6
+    xi = np.sort(np.where(cross, np.clip(xi, -1.0, w + 1.0), big), axis=1)  # [H,E]
+    # count crossings left of each pixel centre with one searchsorted over all rows at once
+    e = xi.shape[1]
+    offs = np.arange(h, dtype=np.float64)[:, None] * (2 * big)
     cols = np.arange(w) + 0.5
-    count = (xi[:, :, None] < cols[None, None, :]).sum(1)
+    idx = np.searchsorted((xi + offs).ravel(), (cols[None, :] + offs).ravel()).reshape(h, w)
+    count = idx - (np.arange(h) * e)[:, None]
     return (count % 2) == 1
 
 
@@ -74,7 +87,30 @@ def head_region(lm2d: np.ndarray, h: int, w: int) -> np.ndarray:
         path,
         [[left_x, path[-1, 1]], [left_x, top], [right_x, top], [right_x, path[0, 1]]],
     ])
-    return fill_polygon(poly, h, w)
+    # the face itself is always head (a turned face's mouth or nose can cross the oval's outline)
+    return fill_polygon(poly, h, w) | fill_polygon(convex_hull(lm2d[FACE_OUTLINE, :2]), h, w)
+
+
+def convex_hull(p: np.ndarray) -> np.ndarray:
+    """Convex hull [K, 2] of points [P, 2] (monotone chain), counterclockwise."""
+    p = np.unique(np.asarray(p, np.float64), axis=0)
+    if len(p) < 3:
+        return p
+
+    def half(pts):
+        out = []
+        for x, y in pts:
+            while len(out) >= 2:
+                (ax, ay), (bx, by) = out[-2], out[-1]
+                if (bx - ax) * (y - ay) - (by - ay) * (x - ax) > 0:
+                    break
+                out.pop()
+            out.append((x, y))
+        return out
+
+    pts = p.tolist()
+    lower, upper = half(pts), half(pts[::-1])
+    return np.array(lower[:-1] + upper[:-1])
 
 
 def split_masks(person: np.ndarray, lm2d: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ SAMPLE_RATE = 16000
 VAL_FRACTION = 0.1
 SHORT_VIDEO_S = 60.0
 MAX_LOST = 0.20
-STAGE_VERSIONS = {"decode": 1, "landmarks": 1, "pose": 1, "masks": 2, "features": 1}
+STAGE_VERSIONS = {"decode": 1, "landmarks": 1, "pose": 1, "masks": 3, "features": 1}
 
 
 # ------------------------------------------------------------------------------- progress
