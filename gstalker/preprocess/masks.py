@@ -49,6 +49,16 @@ class Segmenter:
 
 def fill_polygon(poly: np.ndarray, h: int, w: int) -> np.ndarray:
     """[H, W] bool: pixel centres inside the polygon [P, 2] (x, y), even-odd rule."""
+    out = np.zeros((h, w), bool)
+    x_lo, y_lo = (max(0, int(np.floor(v))) for v in poly.min(0))
+    x_hi, y_hi = min(w, int(np.ceil(poly[:, 0].max())) + 1), min(h, int(np.ceil(poly[:, 1].max())) + 1)
+    if x_hi <= x_lo or y_hi <= y_lo:
+        return out
+    out[y_lo:y_hi, x_lo:x_hi] = _fill(poly - np.array([x_lo, y_lo]), y_hi - y_lo, x_hi - x_lo)
+    return out
+
+
+def _fill(poly: np.ndarray, h: int, w: int) -> np.ndarray:
     x0, y0 = poly[:, 0], poly[:, 1]
     x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
     yc = np.arange(h)[:, None] + 0.5  # [H,1]

@@ -247,7 +247,7 @@ class PoseResult:
 
 
 def estimate_poses(lm3d: np.ndarray, found: np.ndarray, size: int, sigma: float = 1.5,
-                   max_fit_frames: int = 250) -> PoseResult:
+                   max_fit_frames: int = 150) -> PoseResult:
     """lm3d [N,478,3] (interpolated where lost), found [N] bool, square frames of `size`."""
     N = len(lm3d)
     cx = cy = size / 2.0
@@ -264,7 +264,7 @@ def estimate_poses(lm3d: np.ndarray, found: np.ndarray, size: int, sigma: float 
         cache[f] = T
         return e
 
-    scan = [(float(m * size), err(m * size)) for m in 2.0 ** np.arange(-1.0, 5.01, 0.5)]
+    scan = [(float(m * size), err(m * size)) for m in 2.0 ** np.arange(-1.0, 4.01, 0.5)]
     j = int(np.argmin([e for _, e in scan]))
     lo = np.log(scan[max(0, j - 1)][0])
     hi = np.log(scan[min(len(scan) - 1, j + 1)][0])
@@ -288,7 +288,7 @@ def estimate_poses(lm3d: np.ndarray, found: np.ndarray, size: int, sigma: float 
     R, t = weak_to_perspective(template, focal, cx, cy, sa, Ra, ca)
     R, t = fit_poses(template, lm3d, focal, cx, cy, R, t, iters=15)
     # every landmark of the template (for previews and initialisation), from the found frames
-    template = refine_template(template, lm3d[idx], R[idx], t[idx], focal, cx, cy,
+    template = refine_template(template, lm3d[sub], R[sub], t[sub], focal, cx, cy,
                                points=np.arange(lm3d.shape[1]))
     e_raw = float(reprojection_error(template, lm3d[idx], R[idx], t[idx], focal, cx, cy).mean())
     Rs, ts = smooth_poses(R, t, sigma)
