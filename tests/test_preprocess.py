@@ -100,6 +100,34 @@ def test_iter_frames_start_end(tmp_path):
     assert abs(got[0][1] - (8 * 50) % 256) <= 3
 
 
+def _set_rotation_matrix(path: Path, out: Path) -> Path:
+    """Patch the video track header's display matrix to a 90-degree rotation (what phones write
+    as rotate=90: shown turned clockwise)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    i = data.find(b"tkhd")
+    assert data[i + 4] == 0  # version 0 header
+    off = i + 4 + 4 + 20 + 8 + 8
+    data[off : off + 36] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_rotated_video_is_upright(tmp_path):
+    w, h = 64, 32
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = 255  # left half white in the coded frame
+    clip = make_clip(tmp_path / "c.mp4", fps=25, frames=[img] * 60)
+    rot = _set_rotation_matrix(clip, tmp_path / "rot.mp4")
+    info = probe(rot)
+    assert (info.width, info.height) == (h, w) and info.rotation in (90, 270)
+    _, _, up = next(iter_frames(info))
+    assert up.shape == (w, h, 3)
+    # turned clockwise for display: the coded left half is now the top half
+    assert up[: w // 2 - 4].mean() > 200 and up[w // 2 + 4 :].mean() < 60
+
+
 def test_rotation_is_applied():
     from gstalker.preprocess.video import _upright
 

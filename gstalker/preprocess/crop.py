@@ -13,7 +13,7 @@ from .video import VideoInfo, iter_frames
 
 SCAN_SAMPLES = 100  # frames looked at to place the crop
 CROP_FACE_RATIO = 3.0  # crop side / detected face box height
-FACE_Y = 0.42  # face centre's height in the crop, from the top (fraction of the side)
+FACE_Y = 0.45  # face centre's height in the crop, from the top (fraction of the side)
 
 
 @dataclass
