@@ -9,6 +9,12 @@ Triton path: a counting sort by tile (per-tile counts with atomics, a prefix sum
 each tile's bucket), then a per-tile sort of unique 64-bit keys (depth bits << 32 | index): blocks
 sorted by rank, then merged pairwise by rank until each tile is one run. `bin_tiles_torch`
 does the same with one `torch.sort` and is the reference. No gradients flow here.
+
+Given conics and opacities, a (tile, Gaussian) pair of the 3-sigma rectangle is dropped when no
+pixel centre of the tile can reach alpha >= 1/255: the Gaussian's smallest Mahalanobis distance
+to the tile's pixel-centre box decides it. Such a Gaussian would be skipped at every pixel of
+that tile anyway, so the image is unchanged, but blending does less work (the round footprint
+leaves the rectangle's corner tiles, and faint Gaussians reach less than 3 sigma).
 """
 
 from __future__ import annotations
@@ -29,8 +35,37 @@ def _rects_and_keys(means2d, radii, depths, width, height):
     return rect, counts, depth_bits
 
 
-def bin_tiles_torch(means2d, radii, depths, width, height):
-    """Reference binning with one torch.sort. Inputs: means2d [N, 2], radii [N] int32, depths [N].
+# slack on the squared Mahalanobis distance so rounding never drops a pixel that reaches 1/255
+HIT_SLACK = 1e-3
+
+
+def _tile_hit_torch(means2d, conics, opacities, tx, ty):
+    """Whether a Gaussian can reach alpha >= 1/255 at some pixel centre of tile (tx, ty).
+
+    means2d [K, 2], conics [K, 3], opacities [K], tx, ty [K] int64 -> [K] bool. The smallest
+    q = d^T Q d over the tile's pixel-centre box is 0 when the mean lies inside, else it is on
+    an edge, where q is a 1-D quadratic minimised in closed form.
+    """
+    A, B, C = conics[:, 0], conics[:, 1], conics[:, 2]
+    x0 = tx.to(A.dtype) * 16 + 0.5 - means2d[:, 0]
+    x1 = x0 + 15.0
+    y0 = ty.to(A.dtype) * 16 + 0.5 - means2d[:, 1]
+    y1 = y0 + 15.0
+    q = torch.full_like(A, float("inf"))
+    for xe in (x0, x1):  # vertical edges: x fixed, best y
+        y = torch.minimum(torch.maximum(-B * xe / C, y0), y1)
+        q = torch.minimum(q, A * xe * xe + 2 * B * xe * y + C * y * y)
+    for ye in (y0, y1):  # horizontal edges
+        x = torch.minimum(torch.maximum(-B * ye / A, x0), x1)
+        q = torch.minimum(q, A * x * x + 2 * B * x * ye + C * ye * ye)
+    inside = (x0 <= 0) & (x1 >= 0) & (y0 <= 0) & (y1 >= 0)
+    q = torch.where(inside, torch.zeros_like(q), q)
+    return q <= 2 * torch.log(255 * opacities) + HIT_SLACK
+
+
+def bin_tiles_torch(means2d, radii, depths, width, height, conics=None, opacities=None):
+    """Reference binning with one torch.sort. Inputs: means2d [N, 2], radii [N] int32, depths [N],
+    and optionally conics [N, 3] and opacities [N] to drop tiles the Gaussian cannot reach.
 
     Returns isect_ids [M] int32 and tile_ranges [tiles_y * tiles_x, 2] int32.
     """
@@ -41,7 +76,12 @@ def bin_tiles_torch(means2d, radii, depths, width, height):
     first = torch.cumsum(counts, 0) - counts
     local = torch.arange(len(gauss), device=dev) - first[gauss]
     rw = (rect[:, 2] - rect[:, 0])[gauss]
-    tile = (rect[gauss, 1] + local // rw) * tiles_x + rect[gauss, 0] + local % rw
+    ty = rect[gauss, 1] + local // rw
+    tx = rect[gauss, 0] + local % rw
+    if conics is not None and opacities is not None:
+        hit = _tile_hit_torch(means2d.detach()[gauss], conics.detach()[gauss], opacities.detach()[gauss], tx, ty)
+        gauss, tx, ty = gauss[hit], tx[hit], ty[hit]
+    tile = ty * tiles_x + tx
     # depths of visible Gaussians are >= 0.01, so their float bits sort like the floats
     key = (tile << 32) | depth_bits[gauss]
     order = torch.sort(key, stable=True).indices  # stable: equal depths stay in index order
@@ -67,27 +107,73 @@ if HAS_TRITON:
         return x0, y0, rw, count
 
     @triton.jit
-    def _tile_count_kernel(rect_ptr, tile_counts_ptr, N, tiles_x, BLOCK: tl.constexpr):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        m = offs < N
-        x0, y0, rw, count = _rect_loop(rect_ptr, offs, m)
-        rw = tl.maximum(rw, 1)
-        for k in range(0, tl.max(count)):
-            hit = k < count
-            tile = (y0 + k // rw) * tiles_x + x0 + k % rw
-            tl.atomic_add(tile_counts_ptr + tile, 1, mask=hit)
+    def _gaussian_2d(means2d_ptr, conics_ptr, opac_ptr, offs, m, CULL: tl.constexpr):
+        if CULL:
+            mx = tl.load(means2d_ptr + offs * 2 + 0, mask=m, other=0.0)
+            my = tl.load(means2d_ptr + offs * 2 + 1, mask=m, other=0.0)
+            A = tl.load(conics_ptr + offs * 3 + 0, mask=m, other=1.0)
+            B = tl.load(conics_ptr + offs * 3 + 1, mask=m, other=0.0)
+            C = tl.load(conics_ptr + offs * 3 + 2, mask=m, other=1.0)
+            q_max = 2.0 * tl.log(255.0 * tl.load(opac_ptr + offs, mask=m, other=1.0)) + 1e-3
+        else:
+            mx = tl.zeros_like(offs.to(tl.float32))
+            my = mx
+            B = mx
+            A = mx + 1.0
+            C = A
+            q_max = A
+        return mx, my, A, B, C, q_max
 
     @triton.jit
-    def _tile_scatter_kernel(rect_ptr, depth_bits_ptr, cursor_ptr, keys_ptr, N, tiles_x, BLOCK: tl.constexpr):
+    def _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL: tl.constexpr):
+        """Same test as `_tile_hit_torch`: can the Gaussian reach 1/255 inside tile (tx, ty)?"""
+        if CULL:
+            x0 = tx.to(tl.float32) * 16.0 + 0.5 - mx
+            x1 = x0 + 15.0
+            y0 = ty.to(tl.float32) * 16.0 + 0.5 - my
+            y1 = y0 + 15.0
+            y = tl.minimum(tl.maximum(-B * x0 / C, y0), y1)
+            q = A * x0 * x0 + 2.0 * B * x0 * y + C * y * y
+            y = tl.minimum(tl.maximum(-B * x1 / C, y0), y1)
+            q = tl.minimum(q, A * x1 * x1 + 2.0 * B * x1 * y + C * y * y)
+            x = tl.minimum(tl.maximum(-B * y0 / A, x0), x1)
+            q = tl.minimum(q, A * x * x + 2.0 * B * x * y0 + C * y0 * y0)
+            x = tl.minimum(tl.maximum(-B * y1 / A, x0), x1)
+            q = tl.minimum(q, A * x * x + 2.0 * B * x * y1 + C * y1 * y1)
+            inside = (x0 <= 0) & (x1 >= 0) & (y0 <= 0) & (y1 >= 0)
+            q = tl.where(inside, 0.0, q)
+            return q <= q_max
+        else:
+            return tx >= 0
+
+    @triton.jit
+    def _tile_count_kernel(rect_ptr, means2d_ptr, conics_ptr, opac_ptr, tile_counts_ptr, N, tiles_x,
+                           BLOCK: tl.constexpr, CULL: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
         x0, y0, rw, count = _rect_loop(rect_ptr, offs, m)
         rw = tl.maximum(rw, 1)
+        mx, my, A, B, C, q_max = _gaussian_2d(means2d_ptr, conics_ptr, opac_ptr, offs, m, CULL)
+        for k in range(0, tl.max(count)):
+            tx = x0 + k % rw
+            ty = y0 + k // rw
+            hit = (k < count) & _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL)
+            tl.atomic_add(tile_counts_ptr + ty * tiles_x + tx, 1, mask=hit)
+
+    @triton.jit
+    def _tile_scatter_kernel(rect_ptr, means2d_ptr, conics_ptr, opac_ptr, depth_bits_ptr, cursor_ptr, keys_ptr,
+                             N, tiles_x, BLOCK: tl.constexpr, CULL: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < N
+        x0, y0, rw, count = _rect_loop(rect_ptr, offs, m)
+        rw = tl.maximum(rw, 1)
+        mx, my, A, B, C, q_max = _gaussian_2d(means2d_ptr, conics_ptr, opac_ptr, offs, m, CULL)
         key = (tl.load(depth_bits_ptr + offs, mask=m, other=0).to(tl.int64) << 32) | offs.to(tl.int64)
         for k in range(0, tl.max(count)):
-            hit = k < count
-            tile = (y0 + k // rw) * tiles_x + x0 + k % rw
-            pos = tl.atomic_add(cursor_ptr + tile, 1, mask=hit)
+            tx = x0 + k % rw
+            ty = y0 + k // rw
+            hit = (k < count) & _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL)
+            pos = tl.atomic_add(cursor_ptr + ty * tiles_x + tx, 1, mask=hit)
             tl.store(keys_ptr + pos, key, mask=hit)
 
     @triton.jit
@@ -138,7 +224,7 @@ if HAS_TRITON:
         tl.store(dst_ptr + pair0 + (offs - own0) + rank, key, mask=m)
 
 
-def bin_tiles_triton(means2d, radii, depths, width, height):
+def bin_tiles_triton(means2d, radii, depths, width, height, conics=None, opacities=None):
     """Triton binning: same outputs as `bin_tiles_torch`."""
     tiles_x, tiles_y = tile_grid(width, height)
     num_tiles = tiles_x * tiles_y
@@ -148,8 +234,10 @@ def bin_tiles_triton(means2d, radii, depths, width, height):
     n = rect.shape[0]
     tile_counts = torch.zeros(num_tiles, device=dev, dtype=torch.int32)
     block = 128
+    cull = conics is not None and opacities is not None
+    gauss2d = [x.detach().float().contiguous() for x in (means2d, conics, opacities)] if cull else [rect, rect, rect]
     if n:
-        _tile_count_kernel[(triton.cdiv(n, block),)](rect, tile_counts, n, tiles_x, BLOCK=block)
+        _tile_count_kernel[(triton.cdiv(n, block),)](rect, *gauss2d, tile_counts, n, tiles_x, BLOCK=block, CULL=cull)
     end = torch.cumsum(tile_counts, 0, dtype=torch.int32)
     start = end - tile_counts
     tile_ranges = torch.stack([start, end], dim=-1).contiguous()
@@ -159,7 +247,7 @@ def bin_tiles_triton(means2d, radii, depths, width, height):
     keys = torch.empty(total, device=dev, dtype=torch.int64)
     cursor = start.clone()
     _tile_scatter_kernel[(triton.cdiv(n, block),)](
-        rect, depth_bits.int().contiguous(), cursor, keys, n, tiles_x, BLOCK=block
+        rect, *gauss2d, depth_bits.int().contiguous(), cursor, keys, n, tiles_x, BLOCK=block, CULL=cull
     )
 
     # sort each tile's segment: blocks of SORT_BLOCK first
@@ -188,13 +276,14 @@ def bin_tiles_triton(means2d, radii, depths, width, height):
     return isect_ids, tile_ranges
 
 
-def bin_tiles(means2d, radii, depths, width, height, backend="torch"):
+def bin_tiles(means2d, radii, depths, width, height, backend="torch", conics=None, opacities=None):
     """Bin visible Gaussians (radii > 0) into tiles, each tile's list ordered front to back.
 
-    means2d: [N, 2], radii: [N] int32, depths: [N]. Returns isect_ids [M] int32 and
+    means2d: [N, 2], radii: [N] int32, depths: [N]; with conics [N, 3] and opacities [N], tiles
+    a Gaussian cannot reach 1/255 in are left out. Returns isect_ids [M] int32 and
     tile_ranges [tiles, 2] int32 (row-major tiles, tiles_x = ceil(width / 16)).
     """
     with torch.no_grad():
         if backend == "torch":
-            return bin_tiles_torch(means2d, radii, depths, width, height)
-        return bin_tiles_triton(means2d, radii, depths, width, height)
+            return bin_tiles_torch(means2d, radii, depths, width, height, conics, opacities)
+        return bin_tiles_triton(means2d, radii, depths, width, height, conics, opacities)

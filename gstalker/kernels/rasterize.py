@@ -59,7 +59,7 @@ def rasterize(
     )
     viewmat, K = viewmat.detach(), K.detach()
     means2d, conics, depths, radii = project_gaussians(means3d, quats, scales, viewmat, K, width, height, backend)
-    isect_ids, tile_ranges = bin_tiles(means2d, radii, depths, width, height, backend)
+    isect_ids, tile_ranges = bin_tiles(means2d, radii, depths, width, height, backend, conics, opacities)
     image, alpha = blend(means2d, conics, opacities, colors, background, isect_ids, tile_ranges, width, height, backend)
     meta = {
         "means2d": means2d,
