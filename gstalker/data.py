@@ -38,9 +38,11 @@ def _decode(path: Path, png: bool) -> torch.Tensor:
 
 class PreprocessedVideo(torch.utils.data.Dataset):
     """One preprocessed video. `split`: "train" (frames before meta["val_start"]), "val" (the
-    held-out tail: the last 10%, contiguous) or "all"."""
+    held-out tail: the last 10%, contiguous) or "all". `skip_flagged` leaves out frames that
+    tracks["frame_ok"] marks bad (no face tracked, or no person in view: cards, fades); `indices`
+    holds the global frame numbers of the items."""
 
-    def __init__(self, workdir: str | os.PathLike, split: str = "train"):
+    def __init__(self, workdir: str | os.PathLike, split: str = "train", skip_flagged: bool = True):
         self.workdir = Path(workdir)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -62,6 +64,9 @@ class PreprocessedVideo(torch.utils.data.Dataset):
             for k in f.keys():
                 if k != "audio_features":
                     self.tracks[k] = f.get_tensor(k)
+        if skip_flagged and "frame_ok" in self.tracks:
+            ok = self.tracks["frame_ok"].numpy().astype(bool)
+            self.indices = self.indices[ok[self.indices]]
         self._feat = None
         self._feat_pid = None
         self._background: Optional[torch.Tensor] = None

@@ -286,6 +286,7 @@ def test_cache_layout_and_tracks(which, face1_workdir, interview_workdir):
     assert tr["eye"].shape == (n,) and tr["eye"].min() >= 0 and tr["eye"].max() <= 1 and tr["eye"].std() > 0.01
     assert tr["lip_boxes"].shape == (n, 4)
     assert tr["audio_features"].shape == (n, 16, 80) and tr["audio_features"].dtype == np.float32
+    assert tr["frame_ok"].all()
     # face found in every frame, landmarks inside the crop
     assert tr["face_found"].all()
     assert (tr["landmarks"] >= 0).all() and (tr["landmarks"] < size).all()
@@ -358,8 +359,9 @@ def test_dataset_reads_lazily(face1_workdir):
     train, val = load_splits(wd)
     meta = json.loads((wd / "meta.json").read_text())
     assert len(train) == meta["val_start"] and len(train) + len(val) == meta["num_frames"]
+    assert meta["flagged_frames"] == 0
     it = val[0]
-    assert int(it["index"]) == meta["val_start"]
+    assert int(it["index"]) == meta["val_start"] == val.indices[0]
     assert it["image"].shape == (384, 384, 3) and it["image"].dtype == torch.float32
     assert 0 <= float(it["image"].min()) and float(it["image"].max()) <= 1
     assert it["viewmat"].shape == (4, 4) and it["audio_features"].shape == (16, 80)

@@ -34,7 +34,7 @@ SAMPLE_RATE = 16000
 VAL_FRACTION = 0.1
 SHORT_VIDEO_S = 60.0
 MAX_LOST = 0.20
-STAGE_VERSIONS = {"decode": 1, "landmarks": 1, "pose": 1, "masks": 3, "features": 1}
+STAGE_VERSIONS = {"decode": 1, "landmarks": 1, "pose": 1, "masks": 4, "features": 1}
 
 
 # ------------------------------------------------------------------------------- progress
@@ -219,12 +219,14 @@ def _stage_masks(wd, n, prog, max_bg_samples: int = 64):
     seg = Segmenter()
     step = max(1, n // max_bg_samples)
     samples, bgp = [], []
+    area = np.zeros(n, np.float32)
     task = prog.stage("masks", n)
     try:
         for k in range(n):
             img = read_jpeg(wd / C.FRAMES / C.FRAME_NAME.format(k))
             person = seg(img)
             m = split_masks(person, lm[k])
+            area[k] = float(person.mean())
             (tmp / C.MASK_NAME.format(k)).write_bytes(_encode_png(m))
             if k % step == 0:
                 samples.append(img)
@@ -236,7 +238,8 @@ def _stage_masks(wd, n, prog, max_bg_samples: int = 64):
     bg, seen = background_image(samples, bgp)
     C.write_bytes(wd / C.BACKGROUND, _encode_png(bg))
     C.replace_dir(tmp, wd / C.MASKS)
-    C.write_json(wd / C.CACHE / "masks.json", {"background_seen_fraction": float(seen.mean())})
+    C.write_json(wd / C.CACHE / "masks.json", {"background_seen_fraction": float(seen.mean()),
+                                                "person_area": [round(float(a), 5) for a in area]})
 
 
 def _features_file(wd, kind):
@@ -346,6 +349,7 @@ def preprocess(
                 raise PreprocessError(str(e)) from None
 
         if not stages.is_done("decode", fp_dec, wd / C.FRAMES, wd / C.AUDIO, wd / C.CACHE / "decode.json"):
+            (wd / C.META).unlink(missing_ok=True)  # incomplete until assembled again
             t = time.perf_counter()
             _stage_decode(video, info, wd, size, s0, e0, prog)
             timings["decode"] = time.perf_counter() - t
@@ -356,6 +360,7 @@ def preprocess(
 
         fp_lm = C.fingerprint(fp_dec, STAGE_VERSIONS["landmarks"])
         if not stages.is_done("landmarks", fp_lm, wd / C.CACHE / "landmarks.safetensors"):
+            (wd / C.META).unlink(missing_ok=True)  # incomplete until assembled again
             t = time.perf_counter()
             _stage_landmarks(video, wd, n, prog)
             timings["landmarks"] = time.perf_counter() - t
@@ -364,6 +369,7 @@ def preprocess(
 
         fp_pose = C.fingerprint(fp_lm, STAGE_VERSIONS["pose"])
         if not stages.is_done("pose", fp_pose, wd / C.CACHE / "pose.safetensors"):
+            (wd / C.META).unlink(missing_ok=True)  # incomplete until assembled again
             t = time.perf_counter()
             _stage_pose(wd, size, prog)
             timings["pose"] = time.perf_counter() - t
@@ -372,6 +378,7 @@ def preprocess(
 
         fp_masks = C.fingerprint(fp_lm, STAGE_VERSIONS["masks"])
         if not stages.is_done("masks", fp_masks, wd / C.MASKS, wd / C.BACKGROUND):
+            (wd / C.META).unlink(missing_ok=True)  # incomplete until assembled again
             t = time.perf_counter()
             _stage_masks(wd, n, prog)
             timings["masks"] = time.perf_counter() - t
@@ -379,6 +386,7 @@ def preprocess(
             ran.append("masks")
 
         if not stages.is_done(feat_stage, fp_feat, _features_file(wd, audio_features)):
+            (wd / C.META).unlink(missing_ok=True)
             t = time.perf_counter()
             try:
                 _stage_features(wd, n, audio_features, prog)
@@ -452,6 +460,14 @@ def _assemble(video, wd, info, dec, size, s0, e0, kind, model_name, sha):
         "template": template.astype(np.float32),
     }
     masks_info = json.loads((wd / C.CACHE / "masks.json").read_text())
+    # frames to train on: face tracked and a person in view (fades, dips to white and cards lose
+    # the person even where the face mesh still finds a face)
+    area = np.asarray(masks_info["person_area"], np.float32)
+    ok = (lmd["found"] > 0) & (area >= 0.5 * np.median(area))
+    tracks["frame_ok"] = ok.astype(np.uint8)
+    if (~ok).sum() > (lmd["found"] == 0).sum():
+        _warn(f"{video}: {int((~ok).sum())} of {n} frames show no face or no person (cards, fades?); "
+              "flagged in tracks['frame_ok'] and left out by the dataset reader")
     f = pose_info["focal"]
     val_start = n - max(1, int(round(VAL_FRACTION * n)))
     meta = {
@@ -471,6 +487,7 @@ def _assemble(video, wd, info, dec, size, s0, e0, kind, model_name, sha):
         "reprojection_error_px": pose_info["reprojection_error_px"],
         "reprojection_error_px_unsmoothed": pose_info["reprojection_error_px_unsmoothed"],
         "lost_frames": int(n - lmd["found"].sum()),
+        "flagged_frames": int((~ok).sum()),
         "background_seen_fraction": masks_info["background_seen_fraction"],
         "files": {"frames": f"{C.FRAMES}/{C.FRAME_NAME}", "masks": f"{C.MASKS}/{C.MASK_NAME}",
                   "mask_channels": ["head", "torso", "background"], "background": C.BACKGROUND,
