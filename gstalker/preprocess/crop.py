@@ -49,7 +49,8 @@ def detect_faces(rgb: np.ndarray, det) -> list:
     return out
 
 
-def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hint: int) -> tuple[Crop, dict]:
+def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hint: int,
+              on_frame=None) -> tuple[Crop, dict]:
     """Scan a sample of frames, locate the (largest) face, and place the square crop."""
     step = max(1, num_frames_hint // SCAN_SAMPLES)
     det = _detector()
@@ -57,6 +58,8 @@ def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hi
     try:
         for k, _, rgb in iter_frames(info, start=start, end=end, keep=lambda k: k % step == 0):
             last = k
+            if on_frame is not None:
+                on_frame()
             if rgb is None:
                 continue
             looked += 1

@@ -34,7 +34,7 @@ SAMPLE_RATE = 16000
 VAL_FRACTION = 0.1
 SHORT_VIDEO_S = 60.0
 MAX_LOST = 0.20
-STAGE_VERSIONS = {"decode": 1, "landmarks": 1, "pose": 1, "masks": 4, "features": 1}
+STAGE_VERSIONS = {"decode": 1, "landmarks": 1, "pose": 2, "masks": 5, "features": 1}
 
 
 # ------------------------------------------------------------------------------- progress
@@ -70,10 +70,13 @@ class _RichProgress:
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
             console=Console(stderr=True), transient=False,
         )
-        self.p.start()
+        self.started = False
 
     def stage(self, name, total):
         p = self.p
+        if not self.started:  # start on the first stage that runs (none when all are cached)
+            p.start()
+            self.started = True
         tid = p.add_task(name, total=total)
 
         class T:
@@ -86,7 +89,9 @@ class _RichProgress:
         return T()
 
     def close(self):
-        self.p.stop()
+        if self.started:
+            self.p.stop()
+            self.started = False
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -131,10 +136,12 @@ def _stage_decode(video, info, wd, size, start, end, prog):
     from ..audio import AudioError, load_audio, save_wav
 
     hint = int((end - start) * FPS) if math.isfinite(end) else 2500
-    crop, cstats = find_crop(info, start, end if math.isfinite(end) else None, hint)
+    scan = prog.stage("find face", hint)
+    crop, cstats = find_crop(info, start, end if math.isfinite(end) else None, hint, on_frame=scan.advance)
+    scan.done()
     tmp = wd / f".{C.FRAMES}.tmp-{os.getpid()}"
     tmp.mkdir()
-    task = prog.stage("decode + crop", hint)
+    task = prog.stage("decode, crop", hint)
     n = 0
     for k, _, rgb in iter_frames(info, fps=FPS, start=start, end=end if math.isfinite(end) else None):
         c = rgb[crop.y0 : crop.y0 + crop.side, crop.x0 : crop.x0 + crop.side]
@@ -205,7 +212,7 @@ def _stage_pose(wd, size, prog):
     r = estimate_poses(d["landmarks3d"], d["found"].astype(bool), size)
     task.done()
     info = {"focal": r.focal, "reprojection_error_px": r.error_px, "reprojection_error_px_unsmoothed": r.error_px_raw,
-            "focal_scan": r.focal_scan}
+            "focal_scan": r.focal_scan, "shot_changes": r.cuts}
     C.save_tensors(wd / C.CACHE / "pose.safetensors", {"viewmats": r.viewmats, "template": r.template},
                    metadata={"pose": json.dumps(info)})
 
@@ -213,12 +220,13 @@ def _stage_pose(wd, size, prog):
 def _stage_masks(wd, n, prog, max_bg_samples: int = 64):
     from .masks import Segmenter, background_image, split_masks
 
-    lm = C.load_tensors(wd / C.CACHE / "landmarks.safetensors")["landmarks3d"]
+    lmd = C.load_tensors(wd / C.CACHE / "landmarks.safetensors")
+    lm, found = lmd["landmarks3d"], lmd["found"] > 0
     tmp = wd / f".{C.MASKS}.tmp-{os.getpid()}"
     tmp.mkdir()
     seg = Segmenter()
     step = max(1, n // max_bg_samples)
-    samples, bgp = [], []
+    samples = []
     area = np.zeros(n, np.float32)
     task = prog.stage("masks", n)
     try:
@@ -228,14 +236,17 @@ def _stage_masks(wd, n, prog, max_bg_samples: int = 64):
             m = split_masks(person, lm[k])
             area[k] = float(person.mean())
             (tmp / C.MASK_NAME.format(k)).write_bytes(_encode_png(m))
-            if k % step == 0:
-                samples.append(img)
-                bgp.append(m[..., 2].astype(np.float32) / 255)
+            if k % step == 0 and found[k]:
+                samples.append((k, img, m[..., 2].astype(np.float32) / 255))
             task.advance()
     finally:
         seg.close()
     task.done()
-    bg, seen = background_image(samples, bgp)
+    # cards and fades (no person in view) would paint themselves into the background
+    good = [x for x in samples if area[x[0]] >= 0.5 * np.median(area)] or samples
+    if not good:
+        raise PreprocessError(f"no frame with a tracked face to build the background from in {wd}")
+    bg, seen = background_image([x[1] for x in good], [x[2] for x in good])
     C.write_bytes(wd / C.BACKGROUND, _encode_png(bg))
     C.replace_dir(tmp, wd / C.MASKS)
     C.write_json(wd / C.CACHE / "masks.json", {"background_seen_fraction": float(seen.mean()),
@@ -465,9 +476,16 @@ def _assemble(video, wd, info, dec, size, s0, e0, kind, model_name, sha):
     area = np.asarray(masks_info["person_area"], np.float32)
     ok = (lmd["found"] > 0) & (area >= 0.5 * np.median(area))
     tracks["frame_ok"] = ok.astype(np.uint8)
-    if (~ok).sum() > (lmd["found"] == 0).sum():
-        _warn(f"{video}: {int((~ok).sum())} of {n} frames show no face or no person (cards, fades?); "
-              "flagged in tracks['frame_ok'] and left out by the dataset reader")
+    if not ok.all():
+        head = int(np.argmax(ok)) if ok.any() else n
+        tail = int(np.argmax(ok[::-1])) if ok.any() else n
+        if head >= FPS // 2 or tail >= FPS // 2:  # cards or lost face at the ends: suggest a trim
+            a, b = s0 + head / FPS, s0 + (n - tail) / FPS
+            _warn(f"{video}: no usable face in the first {head / FPS:.1f} s and the last {tail / FPS:.1f} s "
+                  f"(title/end cards?); trim them with --start {a:.1f} --end {b:.1f}")
+        elif (~ok).sum() > (lmd["found"] == 0).sum():
+            _warn(f"{video}: {int((~ok).sum())} of {n} frames show no face or no person (cuts, fades?); "
+                  "flagged in tracks['frame_ok'] and left out by the dataset reader")
     f = pose_info["focal"]
     val_start = n - max(1, int(round(VAL_FRACTION * n)))
     meta = {
@@ -486,6 +504,7 @@ def _assemble(video, wd, info, dec, size, s0, e0, kind, model_name, sha):
         "crop": dec["crop"],
         "reprojection_error_px": pose_info["reprojection_error_px"],
         "reprojection_error_px_unsmoothed": pose_info["reprojection_error_px_unsmoothed"],
+        "shot_changes": pose_info.get("shot_changes", []),
         "lost_frames": int(n - lmd["found"].sum()),
         "flagged_frames": int((~ok).sum()),
         "background_seen_fraction": masks_info["background_seen_fraction"],

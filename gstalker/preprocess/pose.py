@@ -31,6 +31,7 @@ RIGID = np.array(sorted(set([
     116, 345, 123, 352, 50, 280, 137, 366, 227, 447,  # cheekbones
 ])))
 FACE_WIDTH = (234, 454)
+CUT_JUMP = 0.18  # mean rigid-landmark move between frames, in face widths, that marks a shot change
 
 
 def so3_exp(w: np.ndarray) -> np.ndarray:
@@ -244,6 +245,7 @@ class PoseResult:
     error_px: float  # mean reprojection error after smoothing (found frames, rigid points)
     error_px_raw: float  # before smoothing
     focal_scan: list
+    cuts: list  # frames where a new shot starts (smoothing does not cross them)
 
 
 def estimate_poses(lm3d: np.ndarray, found: np.ndarray, size: int, sigma: float = 1.5,
@@ -291,10 +293,16 @@ def estimate_poses(lm3d: np.ndarray, found: np.ndarray, size: int, sigma: float 
     template = refine_template(template, lm3d[sub], R[sub], t[sub], focal, cx, cy,
                                points=np.arange(lm3d.shape[1]))
     e_raw = float(reprojection_error(template, lm3d[idx], R[idx], t[idx], focal, cx, cy).mean())
-    Rs, ts = smooth_poses(R, t, sigma)
+    # shot changes (jump cuts, zooms): landmarks jump; smooth each shot on its own
+    fw = np.linalg.norm(lm3d[:, FACE_WIDTH[0], :2] - lm3d[:, FACE_WIDTH[1], :2], axis=-1)
+    jump = np.linalg.norm(np.diff(lm3d[:, RIGID, :2], axis=0), axis=-1).mean(1) / np.maximum(fw[1:], 1e-6)
+    cuts = np.flatnonzero(jump > CUT_JUMP) + 1
+    Rs, ts = R.copy(), t.copy()
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, N]):
+        Rs[a:b], ts[a:b] = smooth_poses(R[a:b], t[a:b], sigma)
     e = float(reprojection_error(template, lm3d[idx], Rs[idx], ts[idx], focal, cx, cy).mean())
     V = np.zeros((N, 4, 4), np.float32)
     V[:, :3, :3] = Rs
     V[:, :3, 3] = ts
     V[:, 3, 3] = 1
-    return PoseResult(V, focal, template.astype(np.float32), e, e_raw, scan)
+    return PoseResult(V, focal, template.astype(np.float32), e, e_raw, scan, cuts.tolist())
