@@ -1,3 +1,20 @@
-"""gstalker: audio-driven talking heads with deformable 3D Gaussians (GSTalker), Triton kernels."""
+"""gstalker: audio-driven talking heads with deformable 3D Gaussians (GSTalker), Triton kernels.
+
+    import gstalker
+    gstalker.fit("subject.mp4", "subject.safetensors", preset="smoke")
+    talker = gstalker.load("subject.safetensors")
+    talker.speak("speech.wav", out="out.mp4")
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["Talker", "GstalkerError", "fit", "load", "__version__"]
+
+
+def __getattr__(name):
+    # the API pulls in torch; importing it lazily keeps `gstalker --version` instant
+    if name in ("fit", "load", "Talker", "GstalkerError"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'gstalker' has no attribute {name!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -130,6 +131,85 @@ def preprocess(
         f"reprojection error {meta['reprojection_error_px']:.2f} px, features {meta['audio_features']['kind']} "
         f"(see {wd / 'preview.png'})"
     )
+
+
+@contextmanager
+def _user_warnings():
+    """Show warnings as one line each ("gstalker: warning: ..."), not with a source location."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning):
+            typer.echo(f"gstalker: warning: {message}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.showwarning = show
+        yield
+
+
+@app.command()
+def fit(
+    video: str = typer.Argument(..., help="The talking-head video (3-5 minutes of one person speaking)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Model file [default: VIDEO with .safetensors]."),
+    workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Cache, checkpoint and previews [default: VIDEO.gstalker/ beside the video]."),
+    preset: str = typer.Option("fast", "--preset", help="smoke (minutes on a CPU), fast (about 15 min on a GPU) or paper."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Total iterations of both stages (overrides the preset)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Side of the square frames, pixels (overrides the preset)."),
+    audio_features: str = typer.Option("mel", "--audio-features", help="mel (offline), hubert or wav2vec2."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the workdir's checkpoint."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    lpips: str = typer.Option("on", "--lpips", help="off, on (when its weights are available) or require."),
+    start: Optional[float] = typer.Option(None, "--start", help="Use the video from this time on (seconds)."),
+    end: Optional[float] = typer.Option(None, "--end", help="Use the video up to this time (seconds)."),
+) -> None:
+    """Preprocess a video and train a model of the person in it: one .safetensors file."""
+    from .api import GstalkerError
+    from .api import fit as run_fit
+    from .preprocess import PreprocessError
+
+    with _user_warnings(), _quiet_native_logs():
+        try:
+            path = run_fit(video, out, preset=preset, workdir=workdir, iters=iters, size=size,
+                           audio_features=audio_features, device=device, resume=resume, seed=seed, lpips=lpips,
+                           start=start, end=end, progress=True)
+        except (GstalkerError, PreprocessError, UserError) as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            wd = workdir or str(Path(video).with_name(Path(video).stem + ".gstalker"))
+            typer.echo(f"gstalker: interrupted; the checkpoint is in {wd}. Continue with the same command "
+                       "plus --resume", err=True)
+            raise typer.Exit(code=130)
+    from .serialization import load_file
+
+    summary = load_file(path)[1]["summary"]
+    typer.echo(f"{path}: {summary['iterations']} iterations in {summary['train_seconds'] / 60:.1f} min, "
+               f"held-out PSNR {summary['heldout_psnr']:.2f} dB (mean-frame baseline {summary['baseline_psnr']:.2f} dB)")
+
+
+@app.command()
+def speak(
+    model: str = typer.Argument(..., help="A model file written by `gstalker fit`."),
+    audio: str = typer.Argument(..., help="Speech: any audio file (wav, mp3, m4a, flac) or a video's audio track."),
+    out: str = typer.Option(..., "--out", "-o", help="The mp4 to write (replaced if it exists)."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    poses: str = typer.Option("playback", "--poses", help="playback (training poses back and forth) or still."),
+    crf: int = typer.Option(18, "--crf", help="H.264 quality: lower is better and larger (0-51)."),
+) -> None:
+    """Make the model's person say AUDIO: a lip-synced mp4 with the audio muxed in."""
+    from .api import GstalkerError, load
+
+    if not 0 <= crf <= 51:
+        fail(f"--crf must be between 0 and 51, got {crf}")
+    with _user_warnings():
+        try:
+            talker = load(model, device=device)
+            path = talker.speak(audio, out=out, poses=poses, crf=crf, progress=True)
+        except (GstalkerError, UserError) as e:
+            fail(str(e))
+    typer.echo(f"{path}: rendered at {talker.last_render_fps:.1f} frames/s (encoding excluded)")
 
 
 if __name__ == "__main__":  # pragma: no cover

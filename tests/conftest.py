@@ -14,6 +14,10 @@ if "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# The tests' tensors are small: one thread avoids OpenMP stalls when the two cores are shared.
+torch.set_num_threads(1)
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 

@@ -1,0 +1,325 @@
+"""The Python API: `fit` a video into a model file, `load` it, make it speak.
+
+    import gstalker
+    gstalker.fit("subject.mp4", "subject.safetensors", preset="smoke")
+    talker = gstalker.load("subject.safetensors")
+    talker.speak("speech.wav", out="out.mp4")
+
+The CLI (`gstalker fit`, `gstalker speak`) is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+
+class GstalkerError(ValueError):
+    """A problem with the user's input or environment; its message is one line naming the fix."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> CUDA when present, else CPU; "cuda" without a GPU is an error."""
+    if device not in ("auto", "cuda", "cpu"):
+        raise GstalkerError(f"--device must be auto, cuda or cpu, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GstalkerError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    if not folder.is_dir():
+        raise GstalkerError(f"{what} folder {folder} does not exist; create it or choose another path")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gstalker-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise GstalkerError(f"{what} folder {folder} is not writable ({e.strerror}); choose another path") from None
+
+
+def fit(
+    video: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    preset: str = "fast",
+    workdir: str | os.PathLike | None = None,
+    iters: int | None = None,
+    size: int | None = None,
+    audio_features: str = "mel",
+    device: str = "auto",
+    resume: bool = False,
+    seed: int = 0,
+    lpips: str = "on",
+    start: float | None = None,
+    end: float | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Preprocess `video`, train both stages and write one self-contained model file.
+
+    out: the model path (default: the video's name with `.safetensors`, beside it).
+    workdir: preprocessing cache, checkpoint, previews and loss curve (default: `<video stem>.gstalker/`
+    beside the video). preset: "smoke" | "fast" | "paper"; `iters` (both stages, split in the
+    preset's ratio) and `size` override it. lpips: "off" | "on" (used when its weights are
+    available) | "require". start/end: trim the video (seconds). Returns the model path.
+
+    Ctrl-C writes a checkpoint and raises KeyboardInterrupt; `resume=True` continues from it.
+    """
+    from .data import PreprocessedVideo
+    from .preprocess import preprocess
+    from .train import CHECKPOINT, FitSettings, Trainer, TrainData, checkpoint_settings, run_training
+
+    video = Path(video)
+    if lpips not in ("off", "on", "require"):
+        raise GstalkerError(f"--lpips must be off, on or require, got {lpips!r}")
+    dev = resolve_device(device)
+    try:
+        settings = FitSettings.from_preset(preset, iters=iters, size=size, audio_features=audio_features,
+                                           seed=seed, lpips=lpips)
+    except ValueError as e:
+        raise GstalkerError(str(e)) from None
+    out = Path(out) if out is not None else video.with_suffix(".safetensors")
+    if out.is_dir():
+        raise GstalkerError(f"output {out} is a directory; give a file name such as {out / (video.stem + '.safetensors')}")
+    _check_writable(out.parent if str(out.parent) else Path("."), "output")
+    workdir = Path(workdir) if workdir is not None else video.with_name(video.stem + ".gstalker")
+    ckpt = workdir / CHECKPOINT
+    if resume:
+        old = checkpoint_settings(ckpt)
+        if old is None:
+            raise GstalkerError(f"--resume: no checkpoint in {workdir}; run without --resume to start")
+        from dataclasses import asdict
+
+        new = asdict(settings)
+        diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+        if diff:
+            raise GstalkerError(f"--resume: settings differ from the checkpoint's ({'; '.join(diff)}); "
+                                "use the original options or start afresh without --resume")
+    if dev.type == "cpu":
+        warnings.warn("training on the CPU (torch backends): fine for trying the tool with --preset smoke, "
+                      "far too slow for real models; use a CUDA GPU", stacklevel=2)
+
+    workdir = preprocess(video, workdir, size=settings.size, audio_features=audio_features, start=start, end=end,
+                         progress=progress)
+    t0 = time.monotonic()
+    try:
+        pv = PreprocessedVideo(workdir, "all")
+        data = TrainData(pv, dev)
+        trainer = Trainer(data, settings, pv.meta["audio_features"], workdir)
+        if trainer.lpips.net is None and lpips == "on":
+            warnings.warn(f"training without the LPIPS loss: {trainer.lpips.reason}", stacklevel=2)
+        if resume:
+            trainer.load_checkpoint(ckpt)
+        stats = run_training(trainer, progress=progress)
+        summary = trainer.evaluate(limit=100 if dev.type == "cpu" else None)
+    except torch.OutOfMemoryError:
+        raise GstalkerError(f"the GPU ran out of memory at {settings.size}x{settings.size}; try a smaller --size "
+                            "(e.g. 384) or --preset smoke") from None
+    summary = {
+        "preset": settings.preset,
+        "iterations": trainer.step_count,
+        "train_seconds": round(stats["train_seconds"], 1),
+        "total_seconds": round(time.monotonic() - t0, 1),
+        "heldout_psnr": round(summary["psnr"], 3),
+        "heldout_frames": summary["frames"],
+        "baseline_psnr": round(mean_frame_psnr(data), 3),
+        "device": str(dev),
+        "gaussians": {"head": len(trainer.model.gaussians.head), "torso": len(trainer.model.gaussians.torso)},
+    }
+    trainer.model.save(out, summary)
+    return out
+
+
+@torch.no_grad()
+def mean_frame_psnr(data, limit: int = 200) -> float:
+    """PSNR of the mean training frame against the held-out frames: the baseline a model must beat."""
+    from .train import psnr
+
+    ids = data.train_ids
+    if len(ids) > limit:
+        ids = ids[torch.linspace(0, len(ids) - 1, limit).round().long()]
+    mean = torch.stack([data.frame(i)[0] for i in ids.tolist()]).mean(0)
+    val = data.val_ids.tolist() or data.train_ids.tolist()
+    if len(val) > limit:
+        val = val[:: max(1, len(val) // limit)]
+    return float(sum(psnr(mean, data.frame(i)[0]) for i in val) / len(val))
+
+
+def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto") -> "Talker":
+    """Read a model file written by `fit` (no workdir needed) onto `device`: a `Talker`."""
+    from .serialization import ModelFileError
+    from .talker import TalkerModel
+
+    dev = resolve_device(device)
+    try:
+        model, meta = TalkerModel.load(path, dev)
+    except ModelFileError as e:
+        raise GstalkerError(str(e)) from None
+    return Talker(model.eval(), meta, backend=backend)
+
+
+class Talker:
+    """A trained subject, ready to speak. Made by `gstalker.load(path)`.
+
+    talker.speak("speech.wav", out="out.mp4")     # writes the video (audio muxed in)
+    frames = talker.speak(wave, sample_rate=16000)  # or returns [T, H, W, 3] uint8
+    for frame in talker.frames("speech.wav"): ...   # one [H, W, 3] uint8 frame at a time
+    """
+
+    fps = 25
+
+    def __init__(self, model, meta: dict, backend: str = "auto"):
+        self.model, self.meta, self.backend = model, meta, backend
+        self.feature_kind = meta["audio_features"]["kind"]
+        self.last_render_fps: float | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the frames."""
+        return self.model.height, self.model.width
+
+    # -------------------------------------------------------------- audio in
+
+    def audio(self, audio, sample_rate: int | None = None):
+        """A path (any file PyAV decodes) or a [samples] float array at `sample_rate` (default
+        16000) -> float32 [samples] at 16 kHz mono."""
+        import numpy as np
+
+        from .audio import SAMPLE_RATE, AudioError, load_audio
+
+        if isinstance(audio, (str, os.PathLike)):
+            try:
+                wave = load_audio(audio)
+            except AudioError as e:
+                raise GstalkerError(str(e)) from None
+        else:
+            wave = np.asarray(audio.cpu() if hasattr(audio, "cpu") else audio, dtype=np.float32)
+            if wave.ndim == 2:  # [channels, samples] or [samples, channels]
+                wave = wave.mean(axis=0 if wave.shape[0] < wave.shape[1] else 1)
+            if wave.ndim != 1:
+                raise GstalkerError(f"audio array must be [samples] (or [channels, samples]), got shape {list(wave.shape)}")
+            wave = _resample(wave, sample_rate or SAMPLE_RATE, SAMPLE_RATE)
+        if len(wave) < SAMPLE_RATE // self.fps:
+            raise GstalkerError(f"audio is {len(wave) / SAMPLE_RATE * 1000:.0f} ms long, shorter than one video frame (40 ms)")
+        if not np.isfinite(wave).all():
+            raise GstalkerError("audio holds NaN or infinite samples")
+        return wave
+
+    def codes(self, wave) -> torch.Tensor:
+        """16 kHz speech -> smoothed audio codes [T, code_dim], one per 25 fps frame."""
+        from .audio import SAMPLE_RATE, FeatureModelError, extract_features
+
+        n = max(1, round(len(wave) * self.fps / SAMPLE_RATE))
+        try:
+            windows = extract_features(wave, self.feature_kind, num_frames=n)
+        except FeatureModelError as e:
+            raise GstalkerError(str(e)) from None
+        with torch.no_grad():
+            return self.model.codes(torch.as_tensor(windows))
+
+    # -------------------------------------------------------------- poses
+
+    def pose(self, k: int, poses: str = "playback"):
+        """Head pose [4, 4] and eye value of output frame k: the training poses played back and
+        forth from the start ("playback"), or the first one held ("still")."""
+        if poses not in ("playback", "still"):
+            raise GstalkerError(f"--poses must be playback or still, got {poses!r}")
+        P = self.model.poses.shape[0]
+        if poses == "still" or P == 1:
+            j = 0
+        else:
+            j = k % (2 * P - 2)
+            j = j if j < P else 2 * P - 2 - j
+        return self.model.poses[j], self.model.eyes[j]
+
+    # -------------------------------------------------------------- frames out
+
+    @torch.no_grad()
+    def render(self, audio_code: torch.Tensor, viewmat: torch.Tensor, eye) -> torch.Tensor:
+        """One frame: audio_code [code_dim], viewmat [4, 4], eye (scalar) -> [H, W, 3] float in [0, 1]."""
+        dev = self.model.device
+        out = self.model.render(audio_code.to(dev), viewmat.to(dev), eye, deform=True, backend=self.backend)
+        return out["image"].clamp(0, 1)
+
+    def frames(self, audio, sample_rate: int | None = None, poses: str = "playback"):
+        """Yield [H, W, 3] uint8 frames of the subject saying `audio`, one per 1/25 s.
+
+        Delay: frame t's audio code is smoothed over frames t-4 .. t+3, and each frame's audio
+        window spans +-8 feature frames (+-160 ms), so frame t depends on audio up to about
+        (t + 3) / 25 s + 160 ms: a streaming caller must hold about 280 ms of audio ahead.
+        """
+        codes = self.codes(self.audio(audio, sample_rate))
+        for k in range(codes.shape[0]):
+            viewmat, eye = self.pose(k, poses)
+            yield (self.render(codes[k], viewmat, eye) * 255).round().byte().cpu().numpy()
+
+    def speak(self, audio, out: str | os.PathLike | None = None, sample_rate: int | None = None,
+              poses: str = "playback", crf: int = 18, progress: bool | None = None):
+        """Render the subject saying `audio`. Returns [T, H, W, 3] uint8 frames when `out` is None,
+        else writes an H.264/AAC mp4 at `out` (atomically; memory stays flat) and returns its path.
+        `self.last_render_fps` holds the render speed (encoding excluded)."""
+        import numpy as np
+
+        from .audio import SAMPLE_RATE
+        from .encode import Mp4Writer
+        from .progress import Progress
+
+        if out is not None:
+            out = Path(out)
+            if out.is_dir():
+                raise GstalkerError(f"output {out} is a directory; give a file name such as {out / 'out.mp4'}")
+            _check_writable(out.parent if str(out.parent) else Path("."), "output")
+        self.pose(0, poses)
+        wave = self.audio(audio, sample_rate)
+        codes = self.codes(wave)
+        H, W = self.size
+        frames = [] if out is None else None
+        writer = None if out is None else Mp4Writer(out, W, H, audio=wave, sample_rate=SAMPLE_RATE, crf=crf)
+        render_time = 0.0
+        try:
+            with Progress(progress) as bars:
+                bar = bars.task("rendering", codes.shape[0], unit="frames")
+                for k in range(codes.shape[0]):
+                    viewmat, eye = self.pose(k, poses)
+                    t0 = time.perf_counter()
+                    img = self.render(codes[k], viewmat, eye)
+                    if img.is_cuda:
+                        torch.cuda.synchronize()
+                    render_time += time.perf_counter() - t0
+                    u8 = (img * 255).round().byte().cpu().numpy()
+                    if writer is None:
+                        frames.append(u8)
+                    else:
+                        writer.write(u8)
+                    bar.advance(1)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        self.last_render_fps = codes.shape[0] / max(render_time, 1e-9)
+        if writer is None:
+            return np.stack(frames)
+        return writer.close()
+
+
+def _resample(wave, rate: int, target: int):
+    """Resample a mono float32 array with FFmpeg's resampler (PyAV)."""
+    import av
+    import numpy as np
+
+    if rate == target:
+        return wave.astype(np.float32)
+    if rate <= 0:
+        raise GstalkerError(f"sample_rate must be positive, got {rate}")
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=target)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave, dtype=np.float32)[None], format="flt", layout="mono")
+    frame.sample_rate = rate
+    chunks = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)

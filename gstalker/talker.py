@@ -1,0 +1,143 @@
+"""The whole talking-head model: head and torso Gaussians, the audio smoother, both deformation
+fields, and what playback needs (background, intrinsics, torso camera, training poses and eyes).
+
+One `TalkerModel.render(code, viewmat, eye)` call makes one frame: deform the head Gaussians by
+audio and eye, render them with the frame's head pose; deform the torso Gaussians by the head
+pose, render them with the fixed torso camera; composite head over torso over the background.
+Training and inference both go through it, and `save` / `TalkerModel.load` write and read the
+one-file model (docs/conventions.md, "Files").
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .kernels import rasterize
+from .model import AudioSmoother, FaceDeformation, GaussianModel, Gaussians, TorsoDeformation
+from .serialization import ModelFileError, load_file, save_file
+
+DEFAULT_CONFIG = {
+    "channels": 3,
+    "code_dim": 32,
+    "att_window": 8,
+    "face": {"hidden": 64, "n_hidden_layers": 2},
+    "torso": {"hidden": 64, "n_hidden_layers": 2, "pose_freqs": 6},
+    "encoder": {"n_levels": 14, "n_features": 1, "base_resolution": 64, "finest_resolution": 512, "log2_table_size": 14},
+    # canonical head space: the head fits in [-1, 1]^3 (preprocessing's unit is the face width)
+    "head_bounds": [[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]],
+}
+
+
+class TalkerModel(nn.Module):
+    """All learnable parts and the fixed playback data of one subject.
+
+    config: DEFAULT_CONFIG merged with "size" [H, W], "audio" {kind, dim, window, ...} and
+    "torso_bounds" [[x0, y0, z0], [x1, y1, z1]] (torso space is the mean head pose's space).
+    Buffers: K [3, 3], torso_viewmat [4, 4], background [H, W, 3], poses [P, 4, 4], eyes [P].
+    """
+
+    def __init__(self, config: dict, gaussians: GaussianModel, K, torso_viewmat, background, poses, eyes):
+        super().__init__()
+        self.config = copy.deepcopy(config)
+        enc = config["encoder"]
+        self.gaussians = gaussians
+        self.smoother = AudioSmoother(config["audio"]["dim"], config["code_dim"], config["att_window"])
+        hb = config["head_bounds"]
+        self.face = FaceDeformation(audio_dim=config["code_dim"], eye_dim=1, bound_min=hb[0], bound_max=hb[1],
+                                    **config["face"], **enc)
+        tb = config["torso_bounds"]
+        self.torso = TorsoDeformation(bound_min=tb[0], bound_max=tb[1], **config["torso"], **enc)
+        self.register_buffer("K", torch.as_tensor(K, dtype=torch.float32).clone())
+        self.register_buffer("torso_viewmat", torch.as_tensor(torso_viewmat, dtype=torch.float32).clone())
+        self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32).clone())
+        self.register_buffer("poses", torch.as_tensor(poses, dtype=torch.float32).clone())
+        self.register_buffer("eyes", torch.as_tensor(eyes, dtype=torch.float32).clone())
+        self.torso.fit_pose_normalization(self.poses)
+
+    @property
+    def height(self) -> int:
+        return int(self.config["size"][0])
+
+    @property
+    def width(self) -> int:
+        return int(self.config["size"][1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.K.device
+
+    def render(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, deform: bool = True,
+               backend: str = "auto") -> dict:
+        """One frame. code: [code_dim] smoothed audio code (None with deform=False), viewmat: [4, 4]
+        head pose, eye: scalar eye openness.
+
+        Returns a dict: image [H, W, 3] composited over the background; head_rgb, torso_rgb
+        [H, W, 3] (premultiplied) and head_alpha, torso_alpha [H, W, 1]; head_meta, torso_meta
+        (the rasterizer's meta, for densification).
+        """
+        g = self.gaussians
+        head_deltas = torso_deltas = None
+        if deform:
+            head_deltas = self.face(g.head.means, code, torch.as_tensor(eye, device=self.device).reshape(1))
+            torso_deltas = self.torso(g.torso.means, viewmat)
+        W, H = self.width, self.height
+        head_rgb, head_alpha, head_meta = rasterize(**g.head.render_args(head_deltas), viewmat=viewmat, K=self.K,
+                                                    width=W, height=H, backend=backend)
+        torso_rgb, torso_alpha, torso_meta = rasterize(**g.torso.render_args(torso_deltas), viewmat=self.torso_viewmat,
+                                                       K=self.K, width=W, height=H, backend=backend)
+        behind = torso_rgb + (1 - torso_alpha) * self.background
+        image = head_rgb + (1 - head_alpha) * behind
+        return {"image": image, "head_rgb": head_rgb, "head_alpha": head_alpha, "torso_rgb": torso_rgb,
+                "torso_alpha": torso_alpha, "head_meta": head_meta, "torso_meta": torso_meta}
+
+    def codes(self, windows: torch.Tensor, smooth: bool = True) -> torch.Tensor:
+        """Audio windows [T, W, D] of consecutive frames -> smoothed codes [T, code_dim]."""
+        return self.smoother.forward_sequence(windows.to(self.device), smooth=smooth)
+
+    # ------------------------------------------------------------------ the one-file model
+
+    def save(self, path: str | Path, summary: dict | None = None) -> Path:
+        """Write the model file (atomically): tensors plus the JSON header."""
+        meta = {
+            "kind": "model",
+            "gstalker_version": __version__,
+            "config": self.config,
+            "audio_features": self.config["audio"],
+            "intrinsics": {"fx": float(self.K[0, 0]), "fy": float(self.K[1, 1]), "cx": float(self.K[0, 2]), "cy": float(self.K[1, 2])},
+            "size": list(self.config["size"]),
+            "poses_shape": list(self.poses.shape),
+            "num_gaussians": {"head": len(self.gaussians.head), "torso": len(self.gaussians.torso)},
+            "summary": summary or {},
+        }
+        return save_file(path, self.state_dict(), meta)
+
+    @classmethod
+    def from_state(cls, tensors: dict, config: dict) -> "TalkerModel":
+        """Rebuild from a state dict and its config (Gaussian counts come from the tensors)."""
+        sets = {}
+        for part in ("head", "torso"):
+            rows = {name: tensors[f"gaussians.{part}.{name}"] for name in
+                    ("means", "log_scales", "quats", "opacity_logits", "color_logits")}
+            sets[part] = Gaussians(**rows)
+        model = cls(config, GaussianModel(sets["head"], sets["torso"]), tensors["K"], tensors["torso_viewmat"],
+                    tensors["background"], tensors["poses"], tensors["eyes"])
+        model.load_state_dict(tensors)
+        return model
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> tuple["TalkerModel", dict]:
+        """Read a model file: (model on `device`, its JSON header)."""
+        tensors, meta = load_file(path, kind="model")
+        if meta.get("kind") != "model" or "config" not in meta:
+            raise ModelFileError(f"{path} is a gstalker file but not a model (a training checkpoint?): "
+                                 "give the .safetensors that `gstalker fit` wrote")
+        try:
+            model = cls.from_state(tensors, meta["config"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise ModelFileError(f"{path}: the model's tensors do not match its config ({str(e).splitlines()[0][:120]})") from None
+        return model.to(device), meta

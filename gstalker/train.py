@@ -1,0 +1,504 @@
+"""Training: a preprocessed video -> a `TalkerModel`, in two stages (docs/method.md, "Training").
+
+1. Static: head Gaussians (random in the canonical cube) rendered with each frame's head pose,
+   torso Gaussians with the fixed torso camera, no deformation; L1 + mask loss; 3DGS density
+   control from the view-space gradients of `meta["means2d"]`.
+2. Deformation: Gaussians, tri-plane encoders, audio smoother and deformation MLPs together;
+   L1 + l1 * mask + l2 * LPIPS (face box) + l3 * L1 on the lip box.
+
+Everything that decides the next step (parameters, optimiser moments, densification
+statistics, step, stage, random generators) is in the checkpoint, so a resumed run on the CPU
+continues bit for bit. On a GPU the kernels' atomic adds make runs close, not identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import GaussianModel, Gaussians, neighbour_index
+from .progress import Progress
+from .serialization import load_file, load_optimizer_state, optimizer_state, save_file
+from .talker import DEFAULT_CONFIG, TalkerModel
+
+PRESETS = {
+    # a few minutes on a 2-core CPU for a 15 s clip: for tests, examples and trying the tool
+    "smoke": dict(size=128, static_iters=300, deform_iters=300, n_head=2000, n_torso=1500, max_gaussians=6000,
+                  densify_every=100, opacity_reset_every=0, preview_every=200, log2_table_size=12),
+    # the default: what about 15 minutes on an RTX 3090-class GPU allows
+    "fast": dict(size=512, static_iters=3000, deform_iters=30000, n_head=10000, n_torso=10000, max_gaussians=150000,
+                 densify_every=100, opacity_reset_every=3000, preview_every=2500, log2_table_size=14),
+    # the paper's schedule
+    "paper": dict(size=512, static_iters=10000, deform_iters=100000, n_head=10000, n_torso=10000, max_gaussians=300000,
+                  densify_every=100, opacity_reset_every=3000, preview_every=5000, log2_table_size=14),
+}
+
+# Gaussian learning rates (3DGS's, for logit colours); `means` is scaled by the scene extent and decays 100x
+GAUSSIAN_LR = {"means": 1.6e-4, "log_scales": 5e-3, "quats": 1e-3, "opacity_logits": 5e-2, "color_logits": 1e-2}
+# The paper gives 5e-3 for the hash grids and 1.6e-5 for the MLP; 1.6e-5 barely moves the MLP in a
+# short schedule, so the MLPs and the audio smoother get 5e-4.
+NETWORK_LR = {"tables": 5e-3, "other": 5e-4}
+LOSS_WEIGHTS = {"mask": 0.1, "lpips": 0.05, "lip": 0.5}
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class FitSettings:
+    """What a run was started with; a resume must match these (but for `resume` itself)."""
+
+    preset: str = "fast"
+    size: int = 512
+    static_iters: int = 3000
+    deform_iters: int = 30000
+    audio_features: str = "mel"
+    seed: int = 0
+    lpips: str = "on"
+    schedule: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_preset(cls, preset: str, iters: int | None = None, size: int | None = None, **kw) -> "FitSettings":
+        if preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        sched = dict(PRESETS[preset])
+        static, deform = sched.pop("static_iters"), sched.pop("deform_iters")
+        if iters is not None:
+            if iters < 2:
+                raise ValueError(f"--iters must be at least 2, got {iters}")
+            static = max(1, round(iters * static / (static + deform)))
+            deform = iters - static
+        size = size or sched.pop("size")
+        sched.pop("size", None)
+        if size < 32 or size > 2048:
+            raise ValueError(f"--size must be between 32 and 2048 pixels, got {size}")
+        return cls(preset=preset, size=size, static_iters=static, deform_iters=deform, schedule=sched, **kw)
+
+
+class TrainData:
+    """A preprocessed clip held for training (`gstalker.data.PreprocessedVideo`, split "all"):
+    frames and masks cached as uint8 on the training device when they fit, poses, eyes, lip
+    boxes and audio windows. `train_ids`: frames before the held-out tail; `val_ids`: the tail."""
+
+    def __init__(self, video, device: torch.device):
+        self.video = video
+        n = video.num_frames
+        self.num_frames = n
+        self.val_start = int(video.meta["val_start"])
+        self.height, self.width = video.size
+        self.K = torch.as_tensor(video.K, dtype=torch.float32, device=device)
+        self.viewmats = torch.as_tensor(video.viewmats, dtype=torch.float32, device=device)
+        self.eyes = torch.as_tensor(video.tracks["eye"], dtype=torch.float32, device=device)
+        self.lip_boxes = torch.as_tensor(video.tracks["lip_boxes"], dtype=torch.float32)
+        self.audio = torch.as_tensor(video.audio_features(), dtype=torch.float32, device=device)
+        self.background = torch.as_tensor(video.background, dtype=torch.float32, device=device)
+        ok = torch.as_tensor(video.tracks["frame_ok"]).bool() if "frame_ok" in video.tracks else torch.ones(n, dtype=torch.bool)
+        ids = torch.arange(n)
+        # frames without a face or person (cuts, fades, title cards) are neither trained nor scored
+        self.train_ids = ids[:self.val_start][ok[:self.val_start]]
+        self.val_ids = ids[self.val_start:][ok[self.val_start:]]
+        self.device = device
+        self._cache: dict[int, torch.Tensor] = {}
+        budget = 6 * 2**30 if device.type == "cuda" else 3 * 2**30
+        self._keep = n * self.height * self.width * 5 <= budget
+
+    def frame(self, i: int):
+        """(image [H, W, 3] float, head mask [H, W, 1], torso mask [H, W, 1]) of frame i."""
+        item = self._cache.get(i)
+        if item is None:
+            rgbm = torch.cat([self.video.frame(i), self.video.masks(i)[..., :2]], dim=-1)
+            item = (rgbm * 255).round().to(torch.uint8).to(self.device)
+            if self._keep:
+                self._cache[i] = item
+        x = item.float() / 255
+        return x[..., :3], x[..., 3:4], x[..., 4:5]
+
+    def windows(self, i: int, att_window: int) -> torch.Tensor:
+        """Audio windows of frame i's attention neighbours: [1, A, W, D]."""
+        idx = neighbour_index(torch.tensor([i]), self.num_frames, att_window)
+        return self.audio[idx.to(self.audio.device)]
+
+
+def torso_space(viewmats: torch.Tensor, K: torch.Tensor, width: int, height: int):
+    """The torso camera (the mean head pose) and a box in its space that the torso fills.
+
+    viewmats: [N, 4, 4]. Returns (torso_viewmat [4, 4], bounds [[x0, y0, z0], [x1, y1, z1]]).
+    Canonical head units are face widths and y points down, so the torso lies at y > 0.5.
+    """
+    U, _, Vh = torch.linalg.svd(viewmats[:, :3, :3].mean(0))
+    R = U @ Vh
+    if torch.det(R) < 0:
+        U = U.clone()
+        U[:, -1] = -U[:, -1]
+        R = U @ Vh
+    view = torch.eye(4, device=viewmats.device)
+    view[:3, :3] = R
+    view[:3, 3] = viewmats[:, :3, 3].mean(0)
+    depth = float(view[2, 3])
+    half_w = (width / 2) / float(K[0, 0]) * depth * 1.2
+    bottom = (height - float(K[1, 2])) / float(K[1, 1]) * depth * 1.2
+    return view, [[-half_w, 0.3, -1.0], [half_w, max(bottom, 1.0), 1.5]]
+
+
+@torch.no_grad()
+def mean_color(data: TrainData, mask_channel: int, frames: int = 8) -> torch.Tensor:
+    """Mean colour [3] under the head (1) or torso (2) mask over a few training frames."""
+    ids = data.train_ids[torch.linspace(0, len(data.train_ids) - 1, frames).round().long()].tolist()
+    total, weight = torch.zeros(3), torch.zeros(())
+    for i in ids:
+        f = data.frame(i)
+        total += (f[0] * f[mask_channel]).sum((0, 1)).cpu()
+        weight += f[mask_channel].sum().cpu()
+    return total / weight.clamp_min(1)
+
+
+def build_model(data: TrainData, settings: FitSettings, feature_meta: dict, generator: torch.Generator) -> TalkerModel:
+    sched = settings.schedule
+    view, bounds = torso_space(data.viewmats[data.train_ids.to(data.viewmats.device)], data.K, data.width, data.height)
+    lo, hi = torch.tensor(bounds[0]), torch.tensor(bounds[1])
+    head = Gaussians.random(sched["n_head"], 2.0, generator=generator)
+    torso = Gaussians.random(sched["n_torso"], 1.0, center=(0.5, 0.5, 0.5), generator=generator)
+    with torch.no_grad():
+        torso.means.data = lo + torso.means.data * (hi - lo)
+        torso.log_scales.data.fill_(math.log(0.5 * float((hi - lo).prod() / sched["n_torso"]) ** (1 / 3)))
+    with torch.no_grad():  # start from the clip's mean head and torso colours rather than noise
+        head.color_logits.data = torch.logit(mean_color(data, 1).clamp(0.05, 0.95)) + 0.1 * torch.randn(
+            head.color_logits.shape, generator=generator)
+        torso.color_logits.data = torch.logit(mean_color(data, 2).clamp(0.05, 0.95)) + 0.1 * torch.randn(
+            torso.color_logits.shape, generator=generator)
+    config = json.loads(json.dumps(DEFAULT_CONFIG))
+    config["encoder"]["log2_table_size"] = sched["log2_table_size"]
+    config.update(size=[data.height, data.width], audio=feature_meta, torso_bounds=bounds)
+    model = TalkerModel(config, GaussianModel(head, torso), data.K, view, data.background,
+                        data.viewmats[data.train_ids.to(data.viewmats.device)], data.eyes[data.train_ids.to(data.eyes.device)])
+    return model.to(data.device)
+
+
+class LpipsLoss:
+    """LPIPS (AlexNet) when its backbone weights are available; `mode` off | on | require."""
+
+    def __init__(self, mode: str, device, pretrained: bool = True):
+        self.net = None
+        self.reason = ""
+        if mode == "off":
+            self.reason = "turned off (--lpips off)"
+            return
+        try:
+            import lpips
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.net = lpips.LPIPS(net="alex", verbose=False, pnet_rand=not pretrained).to(device).eval()
+            for p in self.net.parameters():
+                p.requires_grad_(False)
+        except Exception as e:  # offline: torchvision cannot fetch AlexNet's weights
+            self.reason = f"AlexNet weights for LPIPS are not available ({type(e).__name__}); " \
+                          "put alexnet-owt-7be5be79.pth in ~/.cache/torch/hub/checkpoints to enable it"
+            if mode == "require":
+                raise RuntimeError(f"--lpips require: {self.reason}") from None
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """a, b: [H, W, 3] in [0, 1] -> scalar."""
+        to = lambda x: x.permute(2, 0, 1)[None] * 2 - 1  # noqa: E731
+        return self.net(to(a), to(b)).mean()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(F.mse_loss(a, b))
+    return 10 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def _box(box, height: int, width: int, pad: float = 0.0, min_size: int = 16):
+    x0, y0, x1, y1 = [float(v) for v in box]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    hw = max((x1 - x0) * (1 + pad), min_size) / 2
+    hh = max((y1 - y0) * (1 + pad), min_size) / 2
+    xa, xb = int(max(0, cx - hw)), int(min(width, cx + hw))
+    ya, yb = int(max(0, cy - hh)), int(min(height, cy + hh))
+    return slice(ya, max(yb, ya + 1)), slice(xa, max(xb, xa + 1))
+
+
+class Trainer:
+    """Holds the model, optimisers and generators; `step()` runs one iteration of the current stage."""
+
+    def __init__(self, data: TrainData, settings: FitSettings, feature_meta: dict, workdir: Path,
+                 backend: str = "auto", lpips_pretrained: bool = True):
+        self.data, self.settings, self.workdir, self.backend = data, settings, Path(workdir), backend
+        self.sched = settings.schedule
+        self.gen = torch.Generator().manual_seed(settings.seed)
+        torch.manual_seed(settings.seed)
+        self.model = build_model(data, settings, feature_meta, self.gen)
+        self.head_extent, self.torso_extent = 2.0, float(
+            (torch.tensor(self.model.config["torso_bounds"][1]) - torch.tensor(self.model.config["torso_bounds"][0])).max())
+        self.gauss_opt = self._gaussian_optimizer()
+        self.net_opt = self._network_optimizer()
+        self.step_count = 0
+        self.history: list[list[float]] = []  # [step, loss, psnr]
+        self.lpips = LpipsLoss(settings.lpips, data.device, pretrained=lpips_pretrained)
+
+    @property
+    def total_iters(self) -> int:
+        return self.settings.static_iters + self.settings.deform_iters
+
+    @property
+    def stage(self) -> str:
+        return "static" if self.step_count < self.settings.static_iters else "deform"
+
+    def _gaussian_optimizer(self):
+        g = self.model.gaussians
+        groups = []
+        for part, extent in (("head", self.head_extent), ("torso", self.torso_extent)):
+            lr = dict(GAUSSIAN_LR, means=GAUSSIAN_LR["means"] * extent)
+            groups += getattr(g, part).param_groups(lr, part + ".")
+        for grp in groups:
+            grp["initial_lr"] = grp["lr"]
+        return torch.optim.Adam(groups, lr=1e-3, eps=1e-15)
+
+    def _network_optimizer(self):
+        tables, other = [], []
+        for name, p in self.model.named_parameters():
+            if name.startswith("gaussians."):
+                continue
+            (tables if name.endswith("encoder.tables") else other).append(p)
+        return torch.optim.Adam([{"params": tables, "lr": NETWORK_LR["tables"], "name": "tables"},
+                                 {"params": other, "lr": NETWORK_LR["other"], "name": "other"}], eps=1e-15)
+
+    def _update_lr(self):
+        # means: exponential decay to 1% over the whole run (3DGS)
+        t = min(1.0, self.step_count / max(1, self.total_iters))
+        for grp in self.gauss_opt.param_groups:
+            if grp["name"].endswith("means"):
+                grp["lr"] = grp["initial_lr"] * math.exp(t * math.log(0.01))
+
+    def loss(self, i: int, out: dict, deform: bool):
+        image, head_mask, torso_mask = self.data.frame(i)
+        l1 = (out["image"] - image).abs().mean()
+        outside_head = 1 - head_mask
+        mask = (out["head_alpha"] - head_mask).abs().mean() + \
+            ((out["torso_alpha"] - torso_mask).abs() * outside_head).mean()
+        loss = l1 + LOSS_WEIGHTS["mask"] * mask
+        if deform:
+            rows, cols = _box(self.data.lip_boxes[i], self.data.height, self.data.width)
+            loss = loss + LOSS_WEIGHTS["lip"] * (out["image"][rows, cols] - image[rows, cols]).abs().mean()
+            if self.lpips.net is not None:
+                rows, cols = _box(self.data.lip_boxes[i], self.data.height, self.data.width, pad=2.0, min_size=32)
+                loss = loss + LOSS_WEIGHTS["lpips"] * self.lpips(out["image"][rows, cols], image[rows, cols])
+        return loss, image
+
+    def code(self, i: int):
+        return self.model.smoother(self.data.windows(i, self.model.smoother.att_window))[0]
+
+    def step(self) -> tuple[float, float]:
+        """One iteration: returns (loss, psnr of the rendered frame)."""
+        deform = self.stage == "deform"
+        ids = self.data.train_ids
+        i = int(ids[torch.randint(len(ids), (1,), generator=self.gen)])
+        self._update_lr()
+        code = self.code(i) if deform else None
+        out = self.model.render(code, self.data.viewmats[i], self.data.eyes[i], deform=deform, backend=self.backend)
+        out["head_meta"]["means2d"].retain_grad()
+        out["torso_meta"]["means2d"].retain_grad()
+        loss, image = self.loss(i, out, deform)
+        self.gauss_opt.zero_grad(set_to_none=True)
+        self.net_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self._density_stats(out)
+        self.gauss_opt.step()
+        if deform:
+            self.net_opt.step()
+        self.step_count += 1
+        self._density_control()
+        value = (float(loss.detach()), psnr(out["image"].detach().clamp(0, 1), image))
+        self.history.append([self.step_count, *value])
+        return value
+
+    def _density_stats(self, out):
+        scale = torch.tensor([self.data.width / 2, self.data.height / 2], device=self.data.device)
+        for part in ("head", "torso"):
+            meta = out[f"{part}_meta"]
+            grad = meta["means2d"].grad
+            if grad is not None:
+                getattr(self.model.gaussians, part).add_densification_stats(grad * scale, meta["radii"])
+
+    def _density_control(self):
+        s, sched = self.step_count, self.sched
+        until = self.settings.static_iters + self.settings.deform_iters // 2
+        every = sched["densify_every"]
+        g = self.model.gaussians
+        if every and s >= min(500, self.settings.static_iters // 3) and s < until and s % every == 0:
+            for part, extent in (("head", self.head_extent), ("torso", self.torso_extent)):
+                gs = getattr(g, part)
+                grad_threshold = 2e-4 if len(g.head) + len(g.torso) < sched["max_gaussians"] else float("inf")
+                gs.densify_and_prune(self.gauss_opt, grad_threshold=grad_threshold, scene_extent=extent,
+                                     generator=self.gen)
+        reset = sched["opacity_reset_every"]
+        if reset and s < until and s % reset == 0:
+            g.head.reset_opacity(self.gauss_opt)
+            g.torso.reset_opacity(self.gauss_opt)
+
+    @torch.no_grad()
+    def evaluate(self, ids=None, limit: int | None = None) -> dict:
+        """Held-out PSNR (and the mean-training-frame baseline's) over `ids` (default: the held-out tail)."""
+        ids = self.data.val_ids if ids is None else ids
+        if limit is not None and len(ids) > limit:
+            ids = ids[torch.linspace(0, len(ids) - 1, limit).round().long()]
+        deform = self.stage == "deform" or self.step_count >= self.settings.static_iters
+        codes = self.model.codes(self.data.audio) if deform else None
+        scores = []
+        for i in ids.tolist():
+            out = self.model.render(None if codes is None else codes[i], self.data.viewmats[i], self.data.eyes[i],
+                                    deform=deform, backend=self.backend)
+            scores.append(psnr(out["image"].clamp(0, 1), self.data.frame(i)[0]))
+        return {"psnr": float(np.mean(scores)) if scores else float("nan"), "frames": len(scores)}
+
+    # -------------------------------------------------------------- previews and plots
+
+    @torch.no_grad()
+    def preview(self, path: Path, n: int = 3) -> Path:
+        """Rendered (top) vs ground truth (bottom) of `n` held-out frames, as one PNG."""
+        from torchvision.io import write_png
+
+        ids = self.data.val_ids if len(self.data.val_ids) else self.data.train_ids
+        ids = ids[torch.linspace(0, len(ids) - 1, n).round().long()].tolist()
+        deform = self.step_count > self.settings.static_iters
+        codes = self.model.codes(self.data.audio) if deform else None
+        top, bottom = [], []
+        for i in ids:
+            out = self.model.render(None if codes is None else codes[i], self.data.viewmats[i], self.data.eyes[i],
+                                    deform=deform, backend=self.backend)
+            top.append(out["image"].clamp(0, 1))
+            bottom.append(self.data.frame(i)[0])
+        grid = torch.cat([torch.cat(top, 1), torch.cat(bottom, 1)], 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_png((grid * 255).round().byte().permute(2, 0, 1).cpu(), str(path))
+        return path
+
+    # -------------------------------------------------------------- checkpoints
+
+    def checkpoint_tensors(self) -> tuple[dict, dict]:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for part in ("head", "torso"):
+            gs = getattr(self.model.gaussians, part)
+            for stat in ("grad_accum", "grad_count", "max_radii"):
+                tensors[f"stats.{part}.{stat}"] = getattr(gs, stat)
+        meta = {}
+        for name, opt in (("gauss_opt", self.gauss_opt), ("net_opt", self.net_opt)):
+            t, m = optimizer_state(opt, name)
+            tensors.update(t)
+            meta[name] = m
+        tensors["rng.gen"] = self.gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        tensors["history"] = torch.tensor(self.history, dtype=torch.float64).reshape(-1, 3)
+        meta.update(kind="checkpoint", step=self.step_count, settings=asdict(self.settings), config=self.model.config)
+        return tensors, meta
+
+    def save_checkpoint(self, path: Path | None = None) -> Path:
+        path = path or self.workdir / CHECKPOINT
+        tensors, meta = self.checkpoint_tensors()
+        save_file(path, tensors, meta)
+        info = {k: meta[k] for k in ("step", "settings")}
+        info["total_iters"] = self.total_iters
+        (path.with_suffix(".json")).write_text(json.dumps(info, indent=2) + "\n")
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        tensors, meta = load_file(path, kind="checkpoint")
+        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        fresh = TalkerModel.from_state(state, meta["config"]).to(self.data.device)
+        self.model = fresh
+        for part in ("head", "torso"):
+            gs = getattr(self.model.gaussians, part)
+            for stat in ("grad_accum", "grad_count", "max_radii"):
+                setattr(gs, stat, tensors[f"stats.{part}.{stat}"].to(self.data.device))
+        self.gauss_opt = self._gaussian_optimizer()
+        self.net_opt = self._network_optimizer()
+        tensors = {k: v.to(self.data.device) if k.startswith(("gauss_opt.", "net_opt.")) else v for k, v in tensors.items()}
+        load_optimizer_state(self.gauss_opt, "gauss_opt", tensors, meta["gauss_opt"])
+        load_optimizer_state(self.net_opt, "net_opt", tensors, meta["net_opt"])
+        self.gen.set_state(tensors["rng.gen"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        self.step_count = int(meta["step"])
+        self.history = tensors["history"].tolist()
+
+
+def checkpoint_settings(path: Path) -> dict | None:
+    """The settings a checkpoint was started with, or None when there is none."""
+    if not path.exists():
+        return None
+    _, meta = load_file(path, kind="checkpoint")
+    return meta.get("settings")
+
+
+def plot_curve(history: list[list[float]], path: Path, width: int = 640, height: int = 360) -> Path:
+    """Loss (red) and PSNR (blue) against iterations as a PNG, drawn without a plotting library."""
+    from torchvision.io import write_png
+
+    img = np.full((height, width, 3), 255, np.uint8)
+    m = 30
+    img[m:height - m, m] = 0
+    img[height - m, m:width - m] = 0
+    h = np.asarray(history, dtype=np.float64).reshape(-1, 3)
+    if len(h) >= 2:
+        steps = h[:, 0]
+        k = max(1, len(h) // 200)  # running mean: single-frame losses are noisy
+        for col, color in ((1, (200, 30, 30)), (2, (30, 60, 200))):
+            v = np.convolve(h[:, col], np.ones(k) / k, mode="valid")
+            s = steps[k - 1:]
+            lo, hi = np.nanmin(v), np.nanmax(v)
+            xs = m + (s - s[0]) / max(s[-1] - s[0], 1) * (width - 2 * m - 1)
+            ys = height - m - (v - lo) / max(hi - lo, 1e-12) * (height - 2 * m - 1)
+            for x0, y0, x1, y1 in zip(xs[:-1], ys[:-1], xs[1:], ys[1:]):
+                n = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
+                xx = np.linspace(x0, x1, n).round().astype(int)
+                yy = np.linspace(y0, y1, n).round().astype(int)
+                img[yy.clip(0, height - 1), xx.clip(0, width - 1)] = color
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(torch.from_numpy(img).permute(2, 0, 1).contiguous(), str(path))
+    return path
+
+
+def run_training(trainer: Trainer, progress: bool | None = None, checkpoint_every_s: float = 300.0,
+                 on_preview=None) -> dict:
+    """Run the remaining iterations of both stages with bars, previews and periodic checkpoints.
+
+    Ctrl-C writes a checkpoint and re-raises KeyboardInterrupt.
+    """
+    s = trainer.settings
+    previews = trainer.workdir / "previews"
+    every = trainer.sched["preview_every"]
+    last_ckpt = time.monotonic()
+    t0 = time.monotonic()
+    try:
+        with Progress(progress) as bars:
+            for stage, begin, end in (("static", 0, s.static_iters), ("deformation", s.static_iters, trainer.total_iters)):
+                if trainer.step_count >= end or end == begin:
+                    continue
+                bar = bars.task(stage, end - begin, completed=max(0, trainer.step_count - begin))
+                while trainer.step_count < end:
+                    loss, p = trainer.step()
+                    bar.advance(1, loss=loss, psnr=p, gaussians=len(trainer.model.gaussians.head) + len(trainer.model.gaussians.torso))
+                    if every and trainer.step_count % every == 0:
+                        path = trainer.preview(previews / f"step_{trainer.step_count:06d}.png")
+                        if on_preview:
+                            on_preview(path)
+                    if time.monotonic() - last_ckpt > checkpoint_every_s:
+                        trainer.save_checkpoint()
+                        last_ckpt = time.monotonic()
+    except KeyboardInterrupt:
+        trainer.save_checkpoint()
+        raise
+    elapsed = time.monotonic() - t0
+    trainer.save_checkpoint()
+    trainer.preview(previews / f"step_{trainer.step_count:06d}.png")
+    plot_curve(trainer.history, trainer.workdir / "loss_curve.png")
+    return {"train_seconds": elapsed}
