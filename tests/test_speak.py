@@ -1,0 +1,117 @@
+"""`gstalker speak` and the Talker API on a small model trained on a synthetic clip (fast); the
+real-clip round trip lives in test_end_to_end.py."""
+
+import json
+
+import av
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import gstalker
+from gstalker.audio import save_wav
+from gstalker.cli import app
+from gstalker.train import FitSettings, Trainer, TrainData
+from synthetic import SyntheticClip
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model")
+    clip = SyntheticClip(n=30, size=32, feature_dim=80)
+    s = FitSettings.from_preset("smoke", size=32, lpips="off", iters=20)
+    s.schedule.update(n_head=200, n_torso=100, preview_every=0, log2_table_size=8)
+    t = Trainer(TrainData(clip, torch.device("cpu")), s, {"kind": "mel", "dim": 80, "window": 16}, tmp)
+    for _ in range(20):
+        t.step()
+    return t.model.save(tmp / "subject.safetensors", {"iterations": 20})
+
+
+@pytest.fixture
+def speech(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.arange(int(44100 * 1.3)) / 44100
+    wave = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(len(t)))
+    path = tmp_path / "speech.wav"
+    save_wav(path, wave.astype(np.float32), 44100)
+    return path
+
+
+def test_speak_writes_a_video_with_audio(model_path, speech, tmp_path):
+    out = tmp_path / "out.mp4"
+    result = runner.invoke(app, ["speak", str(model_path), str(speech), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "frames/s" in result.output
+    with av.open(str(out)) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (32, 32) and v.average_rate == 25
+        n = sum(1 for _ in c.decode(video=0))
+    assert abs(n - 1.3 * 25) <= 1, n
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "speech.wav"], "no temp files left"
+
+
+def test_api_frames_longer_audio_and_still_poses(model_path):
+    talker = gstalker.load(model_path, device="cpu")
+    wave = np.random.default_rng(1).standard_normal(48000 * 3).astype(np.float32) * 0.1  # 3 s at 48 kHz
+    frames = talker.speak(wave, sample_rate=48000)
+    assert frames.shape == (75, 32, 32, 3) and frames.dtype == np.uint8
+    assert talker.model.poses.shape[0] < 75, "longer than the training poses: playback goes back and forth"
+    poses = [talker.pose(k)[0] for k in range(75)]
+    P = talker.model.poses.shape[0]
+    assert torch.equal(poses[P], talker.model.poses[P - 2]) and torch.equal(poses[2 * P - 2], talker.model.poses[0])
+    still = talker.speak(wave[:48000], sample_rate=48000, poses="still")
+    assert all(torch.equal(talker.pose(k, "still")[0], talker.model.poses[0]) for k in range(5))
+    streamed = list(talker.frames(wave[:48000], sample_rate=48000, poses="still"))
+    assert np.array_equal(np.stack(streamed), still)
+    one = talker.render(talker.codes(talker.audio(wave, 48000))[0], talker.model.poses[0], 0.5)
+    assert one.shape == (32, 32, 3) and float(one.min()) >= 0 and float(one.max()) <= 1
+
+
+def _one_line_error(result, *words):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.startswith("gstalker: error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_speak_bad_models(model_path, speech, tmp_path):
+    out = str(tmp_path / "o.mp4")
+    _one_line_error(runner.invoke(app, ["speak", str(tmp_path / "none.safetensors"), str(speech), "-o", out]), "no such model file")
+    data = model_path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 3])
+    _one_line_error(runner.invoke(app, ["speak", str(tmp_path / "cut.safetensors"), str(speech), "-o", out]), "cut.safetensors", "truncated")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    _one_line_error(runner.invoke(app, ["speak", str(tmp_path / "other.safetensors"), str(speech), "-o", out]), "not a gstalker")
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "new.safetensors"), metadata={"gstalker": json.dumps({"format_version": 99})})
+    _one_line_error(runner.invoke(app, ["speak", str(tmp_path / "new.safetensors"), str(speech), "-o", out]), "newer gstalker")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_speak_bad_audio_and_outputs(model_path, speech, tmp_path):
+    m = str(model_path)
+    out = str(tmp_path / "o.mp4")
+    _one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "missing.wav"), "-o", out]), "missing.wav")
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + bytes(range(256)) * 4)
+    _one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "corrupt.wav"), "-o", out]), "corrupt.wav")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    _one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "empty.wav"), "-o", out]), "empty.wav")
+    save_wav(tmp_path / "blip.wav", np.zeros(300, np.float32), 16000)
+    _one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "blip.wav"), "-o", out]), "shorter than one video frame")
+    _one_line_error(runner.invoke(app, ["speak", m, str(speech), "-o", str(tmp_path / "nodir" / "o.mp4")]), "does not exist")
+    if not torch.cuda.is_available():
+        _one_line_error(runner.invoke(app, ["speak", m, str(speech), "-o", out, "--device", "cuda"]), "no CUDA GPU")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_silence_is_valid(model_path, tmp_path):
+    save_wav(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)
+    result = runner.invoke(app, ["speak", str(model_path), str(tmp_path / "silence.wav"), "-o", str(tmp_path / "s.mp4")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.mp4").stat().st_size > 0
