@@ -12,6 +12,7 @@ from .errors import PreprocessError, PreprocessWarning
 from .video import VideoInfo, iter_frames
 
 SCAN_SAMPLES = 100  # frames looked at to place the crop
+SCAN_MAX_SIDE = 1280
 CROP_FACE_RATIO = 3.0  # crop side / detected face box height
 FACE_Y = 0.45  # face centre's height in the crop, from the top (fraction of the side)
 
@@ -55,8 +56,10 @@ def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hi
     step = max(1, num_frames_hint // SCAN_SAMPLES)
     det = _detector()
     boxes, several, looked, last = [], 0, 0, -1
+    # the detector looks at 192x192 anyway: scan at most 1280 px wide (boxes scaled back)
+    scale = min(1.0, SCAN_MAX_SIDE / max(info.width, info.height))
     try:
-        for k, _, rgb in iter_frames(info, start=start, end=end, keep=lambda k: k % step == 0):
+        for k, _, rgb in iter_frames(info, start=start, end=end, keep=lambda k: k % step == 0, scale=scale):
             last = k
             if on_frame is not None:
                 on_frame()
@@ -74,7 +77,7 @@ def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hi
                 continue
             if len(faces) > 1 and faces[1][2] * faces[1][3] > 0.25 * faces[0][2] * faces[0][3]:
                 several += 1
-            boxes.append(faces[0][:4])
+            boxes.append(tuple(v / scale for v in faces[0][:4]))
     finally:
         det.close()
     path = info.path

@@ -34,7 +34,7 @@ SAMPLE_RATE = 16000
 VAL_FRACTION = 0.1
 SHORT_VIDEO_S = 60.0
 MAX_LOST = 0.20
-STAGE_VERSIONS = {"decode": 1, "landmarks": 1, "pose": 2, "masks": 5, "features": 1}
+STAGE_VERSIONS = {"decode": 2, "landmarks": 1, "pose": 2, "masks": 5, "features": 1}
 
 
 # ------------------------------------------------------------------------------- progress
@@ -143,8 +143,11 @@ def _stage_decode(video, info, wd, size, start, end, prog):
     tmp.mkdir()
     task = prog.stage("decode, crop", hint)
     n = 0
-    for k, _, rgb in iter_frames(info, fps=FPS, start=start, end=end if math.isfinite(end) else None):
-        c = rgb[crop.y0 : crop.y0 + crop.side, crop.x0 : crop.x0 + crop.side]
+    # big sources are downscaled by FFmpeg before the RGB conversion, then cropped
+    f = size / crop.side if size < 0.8 * crop.side else 1.0
+    x0, y0, side = (int(round(v * f)) for v in (crop.x0, crop.y0, crop.side))
+    for k, _, rgb in iter_frames(info, fps=FPS, start=start, end=end if math.isfinite(end) else None, scale=f):
+        c = rgb[y0 : y0 + side, x0 : x0 + side]
         jpg = encode_jpeg(_resize_u8(c, size), quality=C.JPEG_QUALITY)
         (tmp / C.FRAME_NAME.format(k)).write_bytes(jpg.numpy().tobytes())
         n = k + 1

@@ -90,8 +90,15 @@ def probe(path: Path) -> VideoInfo:
     return info
 
 
-def _upright(frame, rotation: int) -> np.ndarray:
-    arr = frame.to_ndarray(format="rgb24")
+def _upright(frame, rotation: int, scale: float = 1.0) -> np.ndarray:
+    """RGB [H, W, 3] uint8 as displayed (rotation applied), optionally downscaled by `scale`
+    (FFmpeg's area filter, before the RGB conversion: much cheaper for 4K sources)."""
+    if scale < 1.0:
+        w = max(2, int(round(frame.width * scale)))
+        h = max(2, int(round(frame.height * scale)))
+        arr = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+    else:
+        arr = frame.to_ndarray(format="rgb24")
     if rotation:
         arr = np.ascontiguousarray(np.rot90(arr, k=rotation // 90))
     return arr
@@ -99,14 +106,14 @@ def _upright(frame, rotation: int) -> np.ndarray:
 
 def iter_frames(
     info: VideoInfo, fps: float = 25.0, start: float = 0.0, end: Optional[float] = None,
-    keep=None,
+    keep=None, scale: float = 1.0,
 ) -> Iterator[Tuple[int, float, Optional[np.ndarray]]]:
     """Stream (k, t, rgb) for output frames k = 0, 1, ... at `fps`, times relative to the video start.
 
     Output frame k shows the source frame on screen at t = start + (k + 0.5) / fps (the middle
     of the interval it covers), found by timestamps, so variable frame rates resample correctly.
     `keep(k) -> bool` (optional) selects which frames get converted to RGB (others yield None),
-    so a scan can decode everything but convert only a sample. Frames never sit in memory beyond
+    so a scan can decode everything but convert only a sample. `scale` < 1 downscales. Frames never sit in memory beyond
     the current one. Raises PreprocessError when decoding fails partway (corrupt/truncated file).
     """
     import av
@@ -135,7 +142,7 @@ def iter_frames(
         def emit(frame, upto):
             nonlocal k
             while target(k) < upto and (end_t is None or not math.isfinite(end_t) or target(k) < end_t):
-                rgb = _upright(frame, info.rotation) if (keep is None or keep(k)) else None
+                rgb = _upright(frame, info.rotation, scale) if (keep is None or keep(k)) else None
                 yield k, target(k) - 0.5 / fps, rgb
                 k += 1
 
