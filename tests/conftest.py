@@ -28,3 +28,23 @@ def media_dir() -> Path:
     if not MEDIA.is_dir():
         pytest.skip(f"real media not found at {MEDIA} (a user's clone has none; CI has ../shared)")
     return MEDIA
+
+
+SMOKE_CLIP = "retalking_face4.mp4"
+
+
+@pytest.fixture(scope="session")
+def smoke_model(tmp_path_factory):
+    """A model fitted once per test run with the smoke preset on a short real clip:
+    {"model": model file, "workdir": its preprocessing workdir, "video": the clip}.
+    Shared by the fit, speak and eval end-to-end tests."""
+    video = MEDIA / SMOKE_CLIP
+    if not video.is_file():
+        pytest.skip(f"real media not found at {video} (a user's clone has none; CI has ../shared)")
+    import gstalker
+
+    tmp = tmp_path_factory.mktemp("smoke")
+    workdir = tmp / "work"
+    model = gstalker.fit(video, tmp / "subject.safetensors", preset="smoke", workdir=workdir, lpips="off",
+                         progress=False)
+    return {"model": model, "workdir": workdir, "video": video}
