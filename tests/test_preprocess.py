@@ -411,3 +411,14 @@ def test_force_redoes_everything(interview_workdir):
         preprocess(MEDIA / "interview_97s.mp4", interview_workdir, size=256, start=30.0, end=36.0, force=True)
     meta = json.loads((interview_workdir / "meta.json").read_text())
     assert meta["stages_run"] == ["decode", "landmarks", "pose", "masks", "features-mel"]
+
+
+def test_missing_speech_model_fails_before_the_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    good = make_clip(tmp_path / "good.mp4", seconds=3.0)  # no face: would fail later, not first
+    wd = tmp_path / "wd"
+    line = _cli_error(["preprocess", str(good), "--workdir", str(wd), "--audio-features", "hubert"],
+                      "facebook/hubert-large-ls960-ft")
+    assert "huggingface-cli download" in line
+    assert not wd.exists()
