@@ -55,31 +55,16 @@ def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hi
     """Scan a sample of frames, locate the (largest) face, and place the square crop."""
     step = max(1, num_frames_hint // SCAN_SAMPLES)
     det = _detector()
-    boxes, several, looked, last = [], 0, 0, -1
     # the detector looks at 192x192 anyway: scan at most 1280 px wide (boxes scaled back)
     scale = min(1.0, SCAN_MAX_SIDE / max(info.width, info.height))
     try:
-        for k, _, rgb in iter_frames(info, start=start, end=end, keep=lambda k: k % step == 0, scale=scale):
-            last = k
-            if on_frame is not None:
-                on_frame()
-            if rgb is None:
-                continue
-            looked += 1
-            if looked == 1:
-                from .landmarks import quiet_native_stderr
-
-                with quiet_native_stderr():
-                    faces = detect_faces(rgb, det)
-            else:
-                faces = detect_faces(rgb, det)
-            if not faces:
-                continue
-            if len(faces) > 1 and faces[1][2] * faces[1][3] > 0.25 * faces[0][2] * faces[0][3]:
-                several += 1
-            boxes.append(tuple(v / scale for v in faces[0][:4]))
+        res = _scan(info, start, end, step, scale, det, on_frame, skip_nonref=True)
+        if res[2] < min(20, num_frames_hint // (2 * step)):  # codec without reference frames?
+            res = _scan(info, start, end, step, scale, det, None, skip_nonref=False)
     finally:
         det.close()
+    boxes, several, looked, last = res
+
     path = info.path
     span_end = end if end is not None else info.duration
     got = (last + 1) / 25.0
@@ -112,3 +97,30 @@ def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hi
     y0 = min(max(0, y0), H - side)
     stats = {"face_size_px": size, "frames_scanned": looked, "frames_with_face": len(boxes), "several_faces": several}
     return Crop(x0, y0, side), stats
+
+
+def _scan(info, start, end, step, scale, det, on_frame, skip_nonref):
+    from .landmarks import quiet_native_stderr
+
+    boxes, several, looked, last = [], 0, 0, -1
+    last_sampled = -step
+    for k, _, rgb in iter_frames(info, start=start, end=end, keep=lambda k: k - last_sampled >= step,
+                                 scale=scale, skip_nonref=skip_nonref):
+        last = k
+        if on_frame is not None:
+            on_frame()
+        if rgb is None:
+            continue
+        last_sampled = k
+        looked += 1
+        if looked == 1:
+            with quiet_native_stderr():
+                faces = detect_faces(rgb, det)
+        else:
+            faces = detect_faces(rgb, det)
+        if not faces:
+            continue
+        if len(faces) > 1 and faces[1][2] * faces[1][3] > 0.25 * faces[0][2] * faces[0][3]:
+            several += 1
+        boxes.append(tuple(v / scale for v in faces[0][:4]))
+    return boxes, several, looked, last
