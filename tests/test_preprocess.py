@@ -422,3 +422,40 @@ def test_missing_speech_model_fails_before_the_work(tmp_path, monkeypatch):
                       "facebook/hubert-large-ls960-ft")
     assert "huggingface-cli download" in line
     assert not wd.exists()
+
+
+@pytest.mark.media
+def test_interrupted_runs_leave_nothing_half_written(media_dir, tmp_path, monkeypatch):
+    import gstalker.preprocess.pipeline as P
+    from gstalker.data import PreprocessedVideo
+
+    clip = media_dir / "retalking_face5.mp4"
+    real_landmarks = P._stage_landmarks
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    # a fresh workdir is removed again
+    monkeypatch.setattr(P, "_stage_landmarks", interrupted)
+    wd = tmp_path / "wd"
+    with pytest.warns(PreprocessWarning), pytest.raises(KeyboardInterrupt):
+        preprocess(clip, wd, size=128)
+    assert not wd.exists()
+    # a finished workdir, rerun with other settings and interrupted: no temp files, and it reads
+    # as incomplete until a run finishes; that run reuses the finished decode stage
+    monkeypatch.setattr(P, "_stage_landmarks", real_landmarks)
+    with pytest.warns(PreprocessWarning):
+        preprocess(clip, wd, size=128)
+    monkeypatch.setattr(P, "_stage_landmarks", interrupted)
+    with pytest.warns(PreprocessWarning), pytest.raises(KeyboardInterrupt):
+        preprocess(clip, wd, size=160)
+    assert not [p for p in wd.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
+    assert not (wd / "meta.json").exists()
+    with pytest.raises(ValueError, match="not a preprocessed workdir"):
+        PreprocessedVideo(wd)
+    monkeypatch.setattr(P, "_stage_landmarks", real_landmarks)
+    with pytest.warns(PreprocessWarning):
+        preprocess(clip, wd, size=160)
+    meta = json.loads((wd / "meta.json").read_text())
+    assert meta["size"] == [160, 160] and "decode" not in meta["stages_run"] and "landmarks" in meta["stages_run"]
+    assert PreprocessedVideo(wd, "all")[0]["image"].shape == (160, 160, 3)
