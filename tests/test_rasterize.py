@@ -8,8 +8,12 @@ import torch
 
 import gstalker.kernels.binning as binning
 from gstalker.kernels import rasterize
+from gstalker.kernels._backend import interpreting
 from gstalker.kernels.binning import bin_tiles_torch, bin_tiles_triton
 from gstalker.kernels.projection import project_torch
+
+# On a GPU machine (no interpreter) the same comparisons run on CUDA tensors.
+DEVICE = "cuda" if torch.cuda.is_available() and not interpreting() else "cpu"
 
 
 def make_scene(n, channels, seed=0, spread=(0.8, 0.6, 0.5), opacity=(0.05, 0.95), scale=(0.02, 0.17), dtype=torch.float32):
@@ -20,7 +24,7 @@ def make_scene(n, channels, seed=0, spread=(0.8, 0.6, 0.5), opacity=(0.05, 0.95)
     opacities = torch.rand(n, generator=g) * (opacity[1] - opacity[0]) + opacity[0]
     colors = torch.rand(n, channels, generator=g)
     background = torch.rand(channels, generator=g)
-    return [t.to(dtype).requires_grad_() for t in (means3d, quats, scales, opacities, colors, background)]
+    return [t.to(DEVICE, dtype).requires_grad_() for t in (means3d, quats, scales, opacities, colors, background)]
 
 
 def camera(width, height, dtype=torch.float32, angle=0.2):
@@ -29,7 +33,7 @@ def camera(width, height, dtype=torch.float32, angle=0.2):
     viewmat[:3, :3] = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=dtype)
     viewmat[:3, 3] = torch.tensor([0.05, -0.1, 0.2], dtype=dtype)
     K = torch.tensor([[1.1 * width, 0, width / 2], [0, 1.1 * width, height / 2], [0, 0, 1]], dtype=dtype)
-    return viewmat, K
+    return viewmat.to(DEVICE), K.to(DEVICE)
 
 
 def render(scene, width, height, backend, background=True):
@@ -78,7 +82,7 @@ def _grads(scene, width, height, backend, weights):
 def test_triton_gradients_match_torch(n, channels, width, height):
     scene = make_scene(n, channels, seed=1)
     g = torch.Generator().manual_seed(2)
-    weights = (torch.randn(height, width, channels, generator=g), torch.randn(height, width, 1, generator=g))
+    weights = (torch.randn(height, width, channels, generator=g).to(DEVICE), torch.randn(height, width, 1, generator=g).to(DEVICE))
     ref = _grads(scene, width, height, "torch", weights)
     got = _grads(scene, width, height, "triton", weights)
     for name, a, b in zip(["means3d", "quats", "scales", "opacities", "colors", "background", "means2d"], got, ref):
@@ -95,7 +99,7 @@ def test_dense_scene_stops_early_and_matches():
     assert (alpha_t > 1 - 1e-3).float().mean() > 0.2
     torch.testing.assert_close(img_k, img_t, atol=1e-5, rtol=1e-5)
     g = torch.Generator().manual_seed(4)
-    weights = (torch.randn(20, 24, 3, generator=g), torch.randn(20, 24, 1, generator=g))
+    weights = (torch.randn(20, 24, 3, generator=g).to(DEVICE), torch.randn(20, 24, 1, generator=g).to(DEVICE))
     for a, b in zip(_grads(scene, 24, 20, "triton", weights), _grads(scene, 24, 20, "torch", weights)):
         assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-5
 
@@ -117,6 +121,8 @@ def test_triton_binning_matches_torch_sort(monkeypatch, sort_block, cull):
         a, c = torch.rand(n, generator=g) * 0.05 + 0.01, torch.rand(n, generator=g) * 0.05 + 0.01
         extra = dict(conics=torch.stack([a, (torch.rand(n, generator=g) - 0.5) * 0.8 * (a * c).sqrt(), c], -1),
                      opacities=torch.rand(n, generator=g))
+    means2d, radii, depths = means2d.to(DEVICE), radii.to(DEVICE), depths.to(DEVICE)
+    extra = {k: v.to(DEVICE) for k, v in extra.items()}
     ids_t, ranges_t = bin_tiles_torch(means2d, radii, depths, width, height, **extra)
     ids_k, ranges_k = bin_tiles_triton(means2d, radii, depths, width, height, **extra)
     if cull:
@@ -134,14 +140,17 @@ def test_triton_binning_matches_torch_sort(monkeypatch, sort_block, cull):
 def test_single_isotropic_gaussian_is_analytic(backend):
     """A round Gaussian on the optical axis: alpha(d) = o exp(-d^2 / 2 s2d^2), s2d^2 = (f s / z)^2 + 0.3."""
     width, height, f, z, s, o = 40, 36, 50.0, 4.0, 0.2, 0.7
-    means3d = torch.tensor([[0.0, 0.0, z]])
-    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
-    scales = torch.full((1, 3), s)
-    color = torch.tensor([[0.9, 0.2, 0.4]])
-    bg = torch.tensor([0.1, 0.5, 0.3])
-    K = torch.tensor([[f, 0, 20.0], [0, f, 18.0], [0, 0, 1]])
-    img, alpha, meta = rasterize(means3d, quats, scales, torch.tensor([o]), color, torch.eye(4), K,
+    dev = {"device": DEVICE}
+    means3d = torch.tensor([[0.0, 0.0, z]], **dev)
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]], **dev)
+    scales = torch.full((1, 3), s, **dev)
+    color = torch.tensor([[0.9, 0.2, 0.4]], **dev)
+    bg = torch.tensor([0.1, 0.5, 0.3], **dev)
+    K = torch.tensor([[f, 0, 20.0], [0, f, 18.0], [0, 0, 1]], **dev)
+    img, alpha, meta = rasterize(means3d, quats, scales, torch.tensor([o], **dev), color, torch.eye(4, **dev), K,
                                  width, height, background=bg, backend=backend)
+    img, alpha, meta["means2d"] = img.cpu(), alpha.cpu(), meta["means2d"].cpu()
+    color, bg = color.cpu(), bg.cpu()
     var = (f * s / z) ** 2 + 0.3
     v, u = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
     d2 = (u - 20.0) ** 2 + (v - 18.0) ** 2
@@ -210,12 +219,12 @@ def test_nothing_visible_renders_background_with_zero_gradients(backend, case):
     (img.sum() + alpha.sum()).backward()
     for t in scene[:5]:
         assert t.grad is not None and t.grad.abs().max() == 0 if t.numel() else True
-    assert torch.allclose(scene[5].grad, torch.full((3,), 400.0))
+    assert torch.allclose(scene[5].grad, torch.full((3,), 400.0, device=DEVICE))
 
 
-def test_auto_backend_is_torch_on_cpu():
+def test_auto_backend_picks_triton_on_cuda_and_torch_on_cpu():
     img, _, meta = render(make_scene(10, 3), 16, 16, "auto")
-    assert meta["backend"] == "torch"
+    assert meta["backend"] == ("triton" if DEVICE == "cuda" else "torch")
 
 
 def _valid_args():
@@ -238,8 +247,8 @@ def _valid_args():
         (dict(colors=torch.rand(4, 3).double()), "colors must be float32"),
         (dict(width=0), "width must be a positive int"),
         (dict(height=-3), "height must be a positive int"),
-        (dict(quats=torch.zeros(4, 4)), "quats holds rows of zero length"),
-        (dict(scales=-torch.rand(4, 3)), "scales must be positive"),
+        (dict(quats=torch.zeros(4, 4, device=DEVICE)), "quats holds rows of zero length"),
+        (dict(scales=-torch.rand(4, 3, device=DEVICE)), "scales must be positive"),
         (dict(K=torch.rand(3, 3, device="meta")), "K is on meta"),
         (dict(means3d="nope"), "means3d must be a torch.Tensor"),
     ],
@@ -295,8 +304,10 @@ def test_matches_dense_per_pixel_reference(backend):
     the per-pixel front-to-back sum, including the early stop."""
     scene = make_scene(80, 3, seed=9, spread=(0.4, 0.4, 0.3), opacity=(0.3, 0.99), scale=(0.05, 0.25))
     img, alpha, meta = render(scene, 36, 28, backend)
-    ref_img, ref_alpha = dense_reference(meta["means2d"].detach(), meta["conics"].detach(), scene[3].detach(),
-                                         scene[4].detach(), meta["depths"], meta["radii"], 36, 28, scene[5].detach())
+    cpu = lambda t: t.detach().cpu()  # noqa: E731
+    ref_img, ref_alpha = dense_reference(cpu(meta["means2d"]), cpu(meta["conics"]), cpu(scene[3]), cpu(scene[4]),
+                                         cpu(meta["depths"]), cpu(meta["radii"]), 36, 28, cpu(scene[5]))
+    img, alpha = img.cpu(), alpha.cpu()
     assert (ref_alpha > 0.999).any(), "some pixels should reach the transmittance stop"
     torch.testing.assert_close(img.detach(), ref_img, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(alpha.detach(), ref_alpha, atol=2e-5, rtol=1e-5)
