@@ -23,7 +23,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding 
 
 # ---------------------------------------------------------------------------------- synthetic clips
 def make_clip(path: Path, seconds: float = 3.0, fps: float = 25, size=(96, 64), video=True, audio=True,
-              rate: int = 44100, channels: int = 2, frames=None, faststart: bool = False) -> Path:
+              rate: int = 44100, channels: int = 2, frames=None, faststart: bool = False,
+              times=None) -> Path:
     """Write an mp4: frame i is a flat grey of level (8 * i) % 256 (or frames[i] if given); audio a
     440 Hz tone. Variable rates like 22.13 fps are written with a fine time base."""
     import av
@@ -35,16 +36,17 @@ def make_clip(path: Path, seconds: float = 3.0, fps: float = 25, size=(96, 64), 
             w, h = size if frames is None else (frames[0].shape[1], frames[0].shape[0])
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
             vs.time_base = Fraction(1, 90000)
+            vs.codec_context.time_base = Fraction(1, 90000)
             vs.options = {"preset": "ultrafast", "crf": "10"}
         if audio:
             aus = c.add_stream("aac", rate=rate)
             aus.layout = "stereo" if channels == 2 else "mono"
-        n = int(round(seconds * fps)) if frames is None else len(frames)
+        n = len(frames) if frames is not None else (len(times) if times is not None else int(round(seconds * fps)))
         if video:
             for i in range(n):
                 img = frames[i] if frames is not None else np.full((h, w, 3), (8 * i) % 256, np.uint8)
                 fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-                fr.pts = int(round(i / fps * 90000))
+                fr.pts = int(round((times[i] if times is not None else i / fps) * 90000))
                 fr.time_base = Fraction(1, 90000)
                 for p in vs.encode(fr):
                     c.mux(p)
@@ -89,6 +91,19 @@ def test_resample_to_25fps_by_timestamps(tmp_path, fps):
     for k, level in got:
         # frame k shows the source frame on screen at (k + 0.5) / 25 s
         src = min(int(math.floor((k + 0.5) / 25 * fps + 1e-6)), n_src - 1)
+        assert abs(level - (8 * src) % 256) <= 3, (k, level, src)
+
+
+def test_variable_frame_rate(tmp_path):
+    # frames at irregular times (a phone's VFR: 20-40 ms apart)
+    rng = np.random.default_rng(0)
+    times = np.cumsum(np.r_[0, rng.uniform(0.02, 0.04, 79)])
+    clip = make_clip(tmp_path / "vfr.mp4", seconds=float(times[-1]) + 0.03, fps=30, times=times)
+    info = probe(clip)
+    got = [(k, int(round(rgb.mean()))) for k, _, rgb in iter_frames(info)]
+    assert abs(len(got) - (times[-1] + 0.03) * 25) <= 1.5
+    for k, level in got:
+        src = int(np.searchsorted(times, (k + 0.5) / 25, side="right") - 1)
         assert abs(level - (8 * src) % 256) <= 3, (k, level, src)
 
 
