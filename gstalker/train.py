@@ -439,31 +439,40 @@ def checkpoint_settings(path: Path) -> dict | None:
     return meta.get("settings")
 
 
-def plot_curve(history: list[list[float]], path: Path, width: int = 640, height: int = 360) -> Path:
-    """Loss (red) and PSNR (blue) against iterations as a PNG, drawn without a plotting library."""
-    from torchvision.io import write_png
+def plot_curve(history: list[list[float]], path: Path, stage_boundary: int | None = None,
+               width: int = 720, height: int = 360) -> Path:
+    """Training loss (red, left scale) and PSNR of the trained frame (blue, right scale) against
+    iterations, smoothed by a running mean; a grey line marks the start of the deformation stage
+    (its loss adds the lip and LPIPS terms, hence the step up)."""
+    from PIL import Image, ImageDraw
 
-    img = np.full((height, width, 3), 255, np.uint8)
-    m = 30
-    img[m:height - m, m] = 0
-    img[height - m, m:width - m] = 0
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    left, right, top, bottom = 60, width - 60, 20, height - 40
+    d.rectangle([left, top, right, bottom], outline="black")
     h = np.asarray(history, dtype=np.float64).reshape(-1, 3)
     if len(h) >= 2:
-        steps = h[:, 0]
-        k = max(1, len(h) // 200)  # running mean: single-frame losses are noisy
-        for col, color in ((1, (200, 30, 30)), (2, (30, 60, 200))):
+        k = max(1, len(h) // 100)
+        steps = h[k - 1:, 0]
+        x = lambda s: left + (s - steps[0]) / max(steps[-1] - steps[0], 1) * (right - left)  # noqa: E731
+        if stage_boundary and steps[0] < stage_boundary < steps[-1]:
+            d.line([x(stage_boundary), top, x(stage_boundary), bottom], fill=(170, 170, 170))
+            d.text((x(stage_boundary) + 4, top + 4), "deformation stage", fill=(120, 120, 120))
+        for col, color, side in ((1, (200, 30, 30), "left"), (2, (30, 60, 200), "right")):
             v = np.convolve(h[:, col], np.ones(k) / k, mode="valid")
-            s = steps[k - 1:]
-            lo, hi = np.nanmin(v), np.nanmax(v)
-            xs = m + (s - s[0]) / max(s[-1] - s[0], 1) * (width - 2 * m - 1)
-            ys = height - m - (v - lo) / max(hi - lo, 1e-12) * (height - 2 * m - 1)
-            for x0, y0, x1, y1 in zip(xs[:-1], ys[:-1], xs[1:], ys[1:]):
-                n = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
-                xx = np.linspace(x0, x1, n).round().astype(int)
-                yy = np.linspace(y0, y1, n).round().astype(int)
-                img[yy.clip(0, height - 1), xx.clip(0, width - 1)] = color
+            lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+            y = bottom - (v - lo) / max(hi - lo, 1e-12) * (bottom - top)
+            d.line(list(zip(x(steps).tolist(), y.tolist())), fill=color, width=2)
+            tx = 4 if side == "left" else right + 4
+            d.text((tx, top), f"{hi:.3g}", fill=color)
+            d.text((tx, bottom - 10), f"{lo:.3g}", fill=color)
+        d.text((left, bottom + 6), f"{int(steps[0])}", fill="black")
+        d.text((right - 40, bottom + 6), f"{int(steps[-1])}", fill="black")
+    d.text((left + 4, bottom + 20), "iteration", fill="black")
+    d.text((left + 80, bottom + 20), "loss", fill=(200, 30, 30))
+    d.text((left + 120, bottom + 20), "PSNR (dB) of the trained frame", fill=(30, 60, 200))
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(torch.from_numpy(img).permute(2, 0, 1).contiguous(), str(path))
+    img.save(path)
     return path
 
 
@@ -500,5 +509,5 @@ def run_training(trainer: Trainer, progress: bool | None = None, checkpoint_ever
     elapsed = time.monotonic() - t0
     trainer.save_checkpoint()
     trainer.preview(previews / f"step_{trainer.step_count:06d}.png")
-    plot_curve(trainer.history, trainer.workdir / "loss_curve.png")
+    plot_curve(trainer.history, trainer.workdir / "loss_curve.png", stage_boundary=s.static_iters)
     return {"train_seconds": elapsed}
