@@ -212,5 +212,33 @@ def speak(
     typer.echo(f"{path}: rendered at {talker.last_render_fps:.1f} frames/s (encoding excluded)")
 
 
+@app.command(name="eval")
+def eval_(
+    model: str = typer.Argument(..., help="A model file written by `gstalker fit`."),
+    workdir: str = typer.Option(..., "--workdir", "-w", help="The preprocessing workdir the model was fitted from."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="JSON report [default: MODEL with .eval.json]."),
+    video: Optional[str] = typer.Option(None, "--video", help="Also write real | rendered | difference (x4) side by side, with the audio, as this mp4."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Score only the first N held-out frames [default: all]."),
+) -> None:
+    """Score MODEL on its video's held-out tail (self-driven): PSNR, SSIM, LPIPS, LMD, lip-motion
+    correlation and render speed, beside a mean-frame baseline. Prints a table, writes JSON."""
+    from .api import GstalkerError
+    from .evaluate import evaluate, format_table
+
+    if out is None:
+        out = str(Path(model).with_suffix(".eval.json"))
+    with _user_warnings(), _quiet_native_logs():
+        try:
+            report = evaluate(model, workdir, out=out, video=video, device=device, max_frames=max_frames, progress=True)
+        except (GstalkerError, UserError) as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            typer.echo("gstalker: interrupted; nothing written", err=True)
+            raise typer.Exit(code=130)
+    typer.echo(format_table(report))
+    typer.echo(f"\nreport: {out}" + (f"\nvideo: {video}" if video else ""))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
