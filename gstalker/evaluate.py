@@ -111,8 +111,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5,
 def lmd(pred, ref) -> float:
     """Mean L2 distance (pixels) between the mouth landmarks of two sets of face-mesh landmarks:
     pred, ref [T, 478, 2] (or [478, 2]); ref may also be one [478, 2] set for all frames."""
-    p = torch.as_tensor(np.asarray(pred), dtype=torch.float64)[..., MOUTH, :2]
-    r = torch.as_tensor(np.asarray(ref), dtype=torch.float64)[..., MOUTH, :2]
+    p = torch.tensor(np.array(pred, dtype=np.float64))[..., MOUTH, :2]
+    r = torch.tensor(np.array(ref, dtype=np.float64))[..., MOUTH, :2]
     return float((p - r).norm(dim=-1).mean())
 
 

@@ -1,0 +1,273 @@
+"""`gstalker eval`: the metrics against hand-computed values, the command and its JSON report on a
+tiny model fitted to a synthetic workdir (fast), bad inputs, and the real smoke model (shared
+fixture) beating the mean-frame baseline."""
+
+import json
+import math
+
+import av
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gstalker import evaluate as ev
+from gstalker.cli import app
+
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------------------ metrics by hand
+
+
+def test_psnr_of_a_known_noise_level():
+    a = torch.full((16, 16, 3), 0.5)
+    sign = torch.ones(16, 16, 3)
+    sign[::2] = -1
+    assert ev.psnr(a, a + 0.1 * sign) == pytest.approx(20.0, abs=1e-5)  # MSE 0.01
+    assert ev.psnr(a, a + 0.05 * sign) == pytest.approx(20 - 20 * math.log10(0.5), abs=1e-5)  # 26.02 dB
+    assert ev.psnr(a, a) == pytest.approx(100.0)  # MSE floored at 1e-10
+
+
+def test_ssim_identical_constant_and_a_naive_reference():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(20, 24, 3, generator=g)
+    assert ev.ssim(x, x) == pytest.approx(1.0, abs=1e-12)
+    # constant images: no variance, so SSIM is the luminance term alone
+    c1, c2, C1 = 0.2, 0.6, 0.01**2
+    expected = (2 * c1 * c2 + C1) / (c1**2 + c2**2 + C1)
+    assert ev.ssim(torch.full((12, 12, 3), c1, dtype=torch.float64), torch.full((12, 12, 3), c2, dtype=torch.float64)) == pytest.approx(expected, rel=1e-12)
+    # a structured case against a per-window loop written from the paper's definition
+    y = (x + 0.2 * torch.rand(20, 24, 3, generator=g)).clamp(0, 1)
+    w = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    w = np.outer(w, w) / np.outer(w, w).sum()
+    xs, ys = x.double().numpy(), y.double().numpy()
+    vals = []
+    for c in range(3):
+        for i in range(20 - 10):
+            for j in range(24 - 10):
+                p, q = xs[i:i + 11, j:j + 11, c], ys[i:i + 11, j:j + 11, c]
+                mp, mq = (w * p).sum(), (w * q).sum()
+                vp, vq = (w * (p - mp) ** 2).sum(), (w * (q - mq) ** 2).sum()
+                cov = (w * (p - mp) * (q - mq)).sum()
+                vals.append((2 * mp * mq + C1) * (2 * cov + 0.03**2) / ((mp**2 + mq**2 + C1) * (vp + vq + 0.03**2)))
+    assert ev.ssim(x, y) == pytest.approx(float(np.mean(vals)), abs=1e-10)
+    assert ev.ssim(x, y) == pytest.approx(ev.ssim(y, x), abs=1e-12) and ev.ssim(x, y) < 0.99
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ev.ssim(torch.zeros(8, 30, 3), torch.zeros(8, 30, 3))
+
+
+def test_lmd_of_shifted_landmarks_and_the_mouth_points():
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+
+    assert sorted(ev.MOUTH) == sorted({i for edge in FACEMESH_LIPS for i in edge}) and len(ev.MOUTH) == 40
+    lm = np.random.default_rng(0).uniform(0, 128, (5, 478, 2))
+    shifted = lm.copy()
+    shifted[:, list(ev.MOUTH)] += (3.0, 4.0)
+    assert ev.lmd(shifted, lm) == pytest.approx(5.0)
+    elsewhere = lm.copy()
+    elsewhere[:, 33] += 50  # an eye corner: not a mouth point
+    assert ev.lmd(elsewhere, lm) == 0.0
+    assert ev.lmd(shifted, lm.mean(0)) == pytest.approx(ev.lmd(shifted, np.broadcast_to(lm.mean(0), lm.shape)))
+
+
+def test_mouth_opening_and_correlation():
+    lm = np.zeros((4, 478, 2))
+    gaps = np.array([1.0, 3.0, 2.0, 5.0])
+    for u, d in ev.INNER_LIP_PAIRS:
+        lm[:, d, 1] = gaps
+    assert np.allclose(ev.mouth_opening(lm), gaps)
+    assert ev.correlation(gaps, 2 * gaps + 7) == pytest.approx(1.0)
+    assert ev.correlation(gaps, -gaps) == pytest.approx(-1.0)
+    assert ev.correlation(gaps, np.ones(4)) is None  # a still mouth: undefined, not 0
+    assert ev.correlation(gaps[:2], gaps[:2]) is None
+
+
+def test_face_box():
+    lm = np.array([[40.0, 50.0], [80.0, 100.0]])
+    rows, cols = ev.face_box(lm, 128, 128)
+    assert (cols.start, cols.stop, rows.start, rows.stop) == (36, 84, 45, 105)  # 10% of the size each side
+    rows, cols = ev.face_box(np.array([[0.0, 125.0], [2.0, 127.0]]), 128, 128)  # tiny, in a corner
+    assert cols.stop - cols.start == 16 and rows.stop - rows.start == 16 and cols.start == 0 and rows.stop == 128
+
+
+def test_lpips_only_with_its_weights(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    lp = ev.Lpips()
+    assert not lp.available and ev.LPIPS_WEIGHTS in lp.reason
+    # the plumbing with a random backbone (tests only: never a reported number)
+    lp = ev.Lpips(pretrained_backbone=False)
+    x = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0))
+    assert lp.available and lp(x, x) == pytest.approx(0.0, abs=1e-6) and lp(x, 1 - x) > 0
+
+
+# ------------------------------------------------------------------ a synthetic preprocessing workdir
+
+
+def write_workdir(path, n=30, size=48, seed=0, feature_dim=80):
+    """SyntheticClip written in the layout `gstalker preprocess` makes (frames, masks, tracks,
+    background, audio, meta.json)."""
+    from safetensors.torch import save_file
+    from torchvision.io import write_jpeg, write_png
+
+    from gstalker.audio import save_wav
+    from synthetic import SyntheticClip
+
+    clip = SyntheticClip(n=n, size=size, feature_dim=feature_dim, seed=seed)
+    (path / "frames").mkdir(parents=True)
+    (path / "masks").mkdir()
+    u8 = lambda x: (x * 255).round().byte().permute(2, 0, 1).contiguous()  # noqa: E731
+    for k in range(n):
+        write_jpeg(u8(clip.frame(k)), str(path / "frames" / f"{k:06d}.jpg"), quality=95)
+        write_png(u8(clip.masks(k)), str(path / "masks" / f"{k:06d}.png"))
+    write_png(u8(clip.background), str(path / "background.png"))
+    t = np.arange(n * 640) / 16000
+    save_wav(path / "audio.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    ring = np.random.default_rng(seed).uniform(size * 0.25, size * 0.65, (478, 2))  # a 'face' inside the disc
+    save_file({
+        "landmarks": torch.tensor(ring, dtype=torch.float32).repeat(n, 1, 1),
+        "viewmats": clip.viewmats.float().contiguous(),
+        "eye": clip.tracks["eye"].float(),
+        "lip_boxes": clip.tracks["lip_boxes"].float().contiguous(),
+        "frame_ok": torch.ones(n, dtype=torch.uint8),
+        "audio_features": clip.audio_features().float().contiguous(),
+    }, str(path / "tracks.safetensors"))
+    K = clip.K
+    meta = {
+        "format_version": 1, "fps": 25, "num_frames": n, "size": [size, size], "sample_rate": 16000,
+        "intrinsics": {"fx": float(K[0, 0]), "fy": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2])},
+        "val_start": clip.meta["val_start"],
+        "audio_features": {"kind": "mel", "dim": feature_dim, "window": 16, "rate": 50, "model": None},
+        "files": {"frames": "frames/{:06d}.jpg", "masks": "masks/{:06d}.png", "background": "background.png",
+                  "audio": "audio.wav", "tracks": "tracks.safetensors"},
+    }
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A model trained 30 iterations on a synthetic workdir (3 held-out frames)."""
+    from gstalker.data import PreprocessedVideo
+    from gstalker.train import FitSettings, Trainer, TrainData
+
+    tmp = tmp_path_factory.mktemp("eval")
+    wd = write_workdir(tmp / "work")
+    pv = PreprocessedVideo(wd, "all")
+    s = FitSettings.from_preset("smoke", size=48, lpips="off", iters=30)
+    s.schedule.update(n_head=300, n_torso=150, preview_every=0, log2_table_size=8)
+    t = Trainer(TrainData(pv, torch.device("cpu")), s, pv.meta["audio_features"], tmp)
+    for _ in range(30):
+        t.step()
+    return {"model": t.model.save(tmp / "subject.safetensors", {"iterations": 30}), "workdir": wd, "tmp": tmp}
+
+
+TOP_KEYS = ["schema", "gstalker_version", "model", "workdir", "device", "device_name", "size", "frames", "heldout",
+            "baseline", "metrics"]
+METRIC_KEYS = ["metric", "value", "unit", "frames", "baseline", "better", "note"]
+
+
+def test_eval_command_report_and_video(tiny, tmp_path):
+    out, video = tmp_path / "report.json", tmp_path / "sbs.mp4"
+    result = runner.invoke(app, ["eval", str(tiny["model"]), "--workdir", str(tiny["workdir"]), "--out", str(out),
+                                 "--video", str(video), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "| psnr |" in result.output and "baseline" in result.output and str(out) in result.output
+    report = json.loads(out.read_text())
+    # the schema is a contract: keys, order of metrics, units
+    assert list(report) == TOP_KEYS and report["schema"] == "gstalker.eval/1"
+    assert [m["metric"] for m in report["metrics"]] == ["psnr", "ssim", "psnr_face", "ssim_face", "lpips", "lmd",
+                                                        "lip_corr", "render_fps"]
+    assert all(list(m) == METRIC_KEYS for m in report["metrics"])
+    assert {m["metric"]: m["unit"] for m in report["metrics"]}["psnr"] == "dB"
+    from gstalker.evaluate import file_sha256, metric
+
+    assert report["model"]["sha256"] == file_sha256(tiny["model"]) and len(report["model"]["sha256"]) == 64
+    assert report["frames"] == 3 and report["heldout"]["first"] == 27 and report["heldout"]["last"] == 29
+    assert report["device"] == "cpu" and report["size"] == [48, 48]
+    for name in ("psnr", "ssim", "psnr_face", "ssim_face"):
+        m = metric(report, name)
+        assert m["frames"] == 3 and math.isfinite(m["value"]) and math.isfinite(m["baseline"]), m
+    assert 0 < metric(report, "ssim")["value"] <= 1
+    fps = metric(report, "render_fps")
+    assert fps["value"] > 0 and fps["baseline"] is None and fps["frames"] == 3
+    lp = metric(report, "lpips")
+    assert (lp["value"] is None) == (lp["note"] is not None), "LPIPS is a number or unavailable with a reason"
+    # MediaPipe finds no face in a synthetic disc: LMD is unavailable and says why, never invented
+    for name in ("lmd", "lip_corr"):
+        m = metric(report, name)
+        assert m["value"] is None and m["frames"] == 0 and "no face" in m["note"], m
+    with av.open(str(video)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (3 * 48, 48) and len(c.streams.audio) == 1
+        assert sum(1 for _ in c.decode(video=0)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "sbs.mp4"], "no temp files left"
+
+
+def test_eval_default_report_path_and_api_with_lpips(tiny):
+    result = runner.invoke(app, ["eval", str(tiny["model"]), "-w", str(tiny["workdir"]), "--max-frames", "1",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    default = tiny["model"].with_suffix(".eval.json")
+    assert json.loads(default.read_text())["frames"] == 1
+    report = ev.evaluate(tiny["model"], tiny["workdir"], device="cpu", max_frames=2, progress=False,
+                         lpips=ev.Lpips(pretrained_backbone=False))  # random backbone: plumbing only
+    lp = ev.metric(report, "lpips")
+    assert lp["frames"] == 2 and lp["value"] >= 0 and lp["baseline"] >= 0 and lp["note"] is None
+    # the mean-frame baseline is the PSNR of the mean training frame, as `fit` reports it
+    from gstalker.api import mean_frame_psnr
+    from gstalker.data import PreprocessedVideo
+    from gstalker.train import TrainData
+
+    data = TrainData(PreprocessedVideo(tiny["workdir"], "all"), torch.device("cpu"))
+    data.val_ids = data.val_ids[:2]
+    assert ev.metric(report, "psnr")["baseline"] == pytest.approx(mean_frame_psnr(data), abs=1e-3)
+
+
+def _one_line_error(result, *words):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.startswith("gstalker: error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_eval_bad_inputs(tiny, tmp_path):
+    m, wd = str(tiny["model"]), str(tiny["workdir"])
+    out = str(tmp_path / "r.json")
+    _one_line_error(runner.invoke(app, ["eval", str(tmp_path / "none.safetensors"), "-w", wd, "-o", out]),
+                    "no such model file")
+    _one_line_error(runner.invoke(app, ["eval", m, "-w", str(tmp_path), "-o", out]), "not a preprocessing workdir")
+    _one_line_error(runner.invoke(app, ["eval", m, "-w", str(tmp_path / "nowhere"), "-o", out]), "does not exist")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "meta.json").write_text("{}")
+    _one_line_error(runner.invoke(app, ["eval", m, "-w", str(tmp_path / "broken"), "-o", out]),
+                    "not a complete preprocessing workdir")
+    small = write_workdir(tmp_path / "small", n=12, size=32)
+    _one_line_error(runner.invoke(app, ["eval", m, "-w", str(small), "-o", out]), "48x48", "32x32")
+    other = write_workdir(tmp_path / "other", n=12, size=48, seed=1)
+    _one_line_error(runner.invoke(app, ["eval", m, "-w", str(other), "-o", out]), "not fitted on")
+    _one_line_error(runner.invoke(app, ["eval", m, "-w", wd, "-o", out, "--max-frames", "0"]), "--max-frames")
+    _one_line_error(runner.invoke(app, ["eval", m, "-w", wd, "-o", str(tmp_path / "nodir" / "r.json")]),
+                    "does not exist")
+    _one_line_error(runner.invoke(app, ["eval", m, "-w", wd, "-o", str(tmp_path)]), "is a directory")
+    assert not (tmp_path / "r.json").exists()
+
+
+# ------------------------------------------------------------------------ the real smoke model
+
+
+def test_eval_smoke_model_beats_the_mean_frame(smoke_model, tmp_path):
+    out = tmp_path / "report.json"
+    result = runner.invoke(app, ["eval", str(smoke_model["model"]), "-w", str(smoke_model["workdir"]),
+                                 "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    print(result.output)
+    report = json.loads(out.read_text())
+    psnr = ev.metric(report, "psnr")
+    assert report["frames"] >= 10 and psnr["frames"] == report["frames"]
+    assert psnr["value"] > psnr["baseline"], psnr
+    lm = ev.metric(report, "lmd")
+    assert lm["value"] is None or 0 <= lm["value"] < 128
+    # held out: the tail the model is scored on begins at the workdir's val_start
+    assert report["heldout"]["first"] >= report["heldout"]["val_start"]
