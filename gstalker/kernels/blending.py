@@ -22,7 +22,9 @@ from .projection import TILE, tile_grid
 ALPHA_MAX = 0.99
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
-# elements of one [tiles, 256, gaussians] slab in the torch backend (~4M floats = 16 MB each)
+# the torch backend walks lists in batches of this many slots (as the kernel's BATCH), in groups
+# of tiles whose [tiles, 256, batch, channels] slab stays under TORCH_SLAB elements (16 MB floats)
+TORCH_BATCH = 32
 TORCH_SLAB = 1 << 22
 
 
@@ -34,49 +36,55 @@ def _tile_pixels(tile_ids: torch.Tensor, tiles_x: int, dtype) -> tuple[torch.Ten
     return px.to(dtype) + 0.5, py.to(dtype) + 0.5
 
 
-def _tile_groups(tile_ranges: torch.Tensor, budget: int):
-    """Busy tiles in groups of similar list length, each group's [tiles, 256, longest] under `budget`
-    elements: yields (tile ids [T], longest)."""
+def _tile_groups(tile_ranges: torch.Tensor, max_tiles: int):
+    """Busy tiles, longest lists first, in groups of at most `max_tiles`: yields tile ids [T]."""
     counts = (tile_ranges[:, 1] - tile_ranges[:, 0]).long()
     busy = torch.nonzero(counts > 0).flatten()
-    busy = busy[torch.argsort(counts[busy], stable=True)]  # similar lengths together: less padding
-    busy_counts = counts[busy].tolist()
-    i = 0
-    while i < len(busy):
-        j = i + 1
-        while j < len(busy) and busy_counts[j] * (j + 1 - i) * TILE * TILE <= budget:
-            j += 1
-        yield busy[i:j], busy_counts[j - 1]
-        i = j
+    busy = busy[torch.argsort(counts[busy], descending=True, stable=True)]
+    for i in range(0, len(busy), max_tiles):
+        yield busy[i:i + max_tiles]
 
 
-def _tile_alphas(means2d, conics, opacities, isect_ids, tile_ranges, tiles, longest, tiles_x):
-    """Everything blending needs for one group of tiles, after the skip and stop rules.
+def _walk_lists(means2d, conics, opacities, isect_ids, tile_ranges, tiles, tiles_x, T):
+    """Walk the tiles' depth-ordered lists front to back in batches of TORCH_BATCH slots, like
+    the kernel; tiles whose pixels have all stopped, or whose lists have ended, drop out.
 
-    Returns gid [T, L] (Gaussian per list slot), dx, dy [T, 256, L] (pixel minus mean), conic
-    [T, L, 3], g = exp(power), raw = opacity * g, alpha (0 where skipped, stopped or padding),
-    T_before [T, 256, L] (transmittance in front of each slot) and T_final [T, 256].
+    Yields, per batch: rows [t] (positions of the still-active tiles within `tiles`), gid [t, B],
+    dx, dy [t, 256, B] (pixel minus mean), conic [t, B, 3], g = exp(power), raw = opacity * g,
+    alpha (0 where skipped, stopped or past the list), T_before [t, 256, B] (transmittance in
+    front of each slot). T [T, 256] (ones on entry) is updated in place: T_final after the walk.
     """
     dtype = means2d.dtype
-    k = torch.arange(longest, device=tiles.device)
+    n = len(tiles)
     start = tile_ranges[tiles, 0].long()
     count = (tile_ranges[tiles, 1] - tile_ranges[tiles, 0]).long()
-    present = k[None, :] < count[:, None]  # [T, L]
-    gid = isect_ids[(start[:, None] + k[None, :]).clamp(max=len(isect_ids) - 1)].long()
     px, py = _tile_pixels(tiles, tiles_x, dtype)
-    mean, conic = means2d[gid], conics[gid]
-    dx = px[:, :, None] - mean[:, None, :, 0]
-    dy = py[:, :, None] - mean[:, None, :, 1]
-    power = -0.5 * (conic[:, None, :, 0] * dx * dx + conic[:, None, :, 2] * dy * dy) - conic[:, None, :, 1] * dx * dy
-    g = torch.exp(power)
-    raw = opacities[gid][:, None, :] * g
-    alpha = torch.clamp_max(raw, ALPHA_MAX)
-    alpha = torch.where(present[:, None, :] & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
-    # the running transmittance only falls, so "still above 1e-4" holds for a prefix of the list
-    alpha = torch.where(torch.cumprod(1 - alpha, dim=-1) >= T_MIN, alpha, torch.zeros_like(alpha))
-    trans = torch.cumprod(1 - alpha, dim=-1)
-    T_before = torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], dim=-1)
-    return gid, dx, dy, conic, g, raw, alpha, T_before, trans[..., -1]
+    done = torch.zeros(n, TILE * TILE, dtype=torch.bool, device=means2d.device)
+    rows = torch.arange(n, device=means2d.device)
+    k0 = 0
+    while len(rows):
+        k = k0 + torch.arange(TORCH_BATCH, device=tiles.device)
+        present = k[None, :] < count[rows, None]  # [t, B]
+        gid = isect_ids[(start[rows, None] + k[None, :]).clamp(max=len(isect_ids) - 1)].long()
+        mean, conic = means2d[gid], conics[gid]
+        dx = px[rows, :, None] - mean[:, None, :, 0]
+        dy = py[rows, :, None] - mean[:, None, :, 1]
+        power = -0.5 * (conic[:, None, :, 0] * dx * dx + conic[:, None, :, 2] * dy * dy) - conic[:, None, :, 1] * dx * dy
+        g = torch.exp(power)
+        raw = opacities[gid][:, None, :] * g
+        alpha = torch.clamp_max(raw, ALPHA_MAX)
+        alpha = torch.where(present[:, None, :] & (alpha >= ALPHA_MIN) & ~done[rows, :, None], alpha, torch.zeros_like(alpha))
+        # the running transmittance only falls, so "still above 1e-4" holds for a prefix
+        T_in = T[rows, :, None]
+        keep = T_in * torch.cumprod(1 - alpha, dim=-1) >= T_MIN
+        alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+        trans = torch.cumprod(1 - alpha, dim=-1)
+        T_before = T_in * torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], dim=-1)
+        yield rows, gid, dx, dy, conic, g, raw, alpha, T_before
+        T[rows] = T_in[..., 0] * trans[..., -1]
+        done[rows] |= ~keep[..., -1]
+        k0 += TORCH_BATCH
+        rows = rows[(count[rows] > k0) & ~done[rows].all(dim=1)]
 
 
 def _to_tiles(x: torch.Tensor, tiles_x: int, tiles_y: int) -> torch.Tensor:
@@ -104,11 +112,14 @@ class _BlendTorch(torch.autograd.Function):
         C = colors.shape[1]
         color = torch.zeros(tiles_x * tiles_y, TILE * TILE, C, device=colors.device, dtype=colors.dtype)
         T = torch.ones(tiles_x * tiles_y, TILE * TILE, device=colors.device, dtype=colors.dtype)
-        for tiles, longest in _tile_groups(tile_ranges, TORCH_SLAB):
-            gid, _, _, _, _, _, alpha, T_before, T_final = _tile_alphas(
-                means2d, conics, opacities, isect_ids, tile_ranges, tiles, longest, tiles_x)
-            color[tiles] = torch.einsum("tpl,tlc->tpc", alpha * T_before, colors[gid])
-            T[tiles] = T_final
+        for tiles in _tile_groups(tile_ranges, _max_tiles(C)):
+            acc = torch.zeros(len(tiles), TILE * TILE, C, device=colors.device, dtype=colors.dtype)
+            T_group = torch.ones(len(tiles), TILE * TILE, device=colors.device, dtype=colors.dtype)
+            walk = _walk_lists(means2d, conics, opacities, isect_ids, tile_ranges, tiles, tiles_x, T_group)
+            for rows, gid, _, _, _, _, _, alpha, T_before in walk:
+                acc[rows] += torch.einsum("tpb,tbc->tpc", alpha * T_before, colors[gid])
+            color[tiles] = acc
+            T[tiles] = T_group
         ctx.save_for_backward(means2d, conics, opacities, colors, background, isect_ids, tile_ranges, color, T)
         ctx.size = (width, height)
         image = _from_tiles(color, tiles_x, tiles_y, width, height)
@@ -128,34 +139,45 @@ class _BlendTorch(torch.autograd.Function):
         bg = torch.zeros(C, device=colors.device, dtype=colors.dtype) if background is None else background
         g_means2d, g_conics = torch.zeros_like(means2d), torch.zeros_like(conics)
         g_opac, g_colors = torch.zeros_like(opacities), torch.zeros_like(colors)
-        for tiles, longest in _tile_groups(tile_ranges, max(TORCH_SLAB // (C + 1), TILE * TILE)):
-            gid, dx, dy, conic, g, raw, alpha, T_before, T_final = _tile_alphas(
-                means2d, conics, opacities, isect_ids, tile_ranges, tiles, longest, tiles_x)
-            w = alpha * T_before
-            col = colors[gid]  # [T, L, C]
-            gi = g_img[tiles]  # [T, 256, C]
-            inv = 1 / (1 - alpha)
-            # colour behind each slot: the pixel's final colour (background included) minus what
-            # the slots up to and including it laid down
-            behind = (color[tiles] + T_final[..., None] * bg)[:, :, None, :]
-            behind = behind - torch.cumsum(w[..., None] * col[:, None], dim=2)
-            g_a = (gi[:, :, None, :] * (T_before[..., None] * col[:, None] - behind * inv[..., None])).sum(-1)
-            g_a = g_a + (g_aout[tiles] * T_final)[..., None] * inv
-            g_a = torch.where((alpha > 0) & (raw < ALPHA_MAX), g_a, torch.zeros_like(g_a))
-            g_power = g_a * raw
-            ca, cb, cc = (conic[:, None, :, k] for k in range(3))
-            flat = gid.reshape(-1)
-            g_mean = torch.stack([(g_power * (ca * dx + cb * dy)).sum(1), (g_power * (cb * dx + cc * dy)).sum(1)], -1)
-            g_conic = torch.stack([(-0.5 * g_power * dx * dx).sum(1), (-g_power * dx * dy).sum(1),
-                                   (-0.5 * g_power * dy * dy).sum(1)], -1)
-            g_means2d.index_add_(0, flat, g_mean.reshape(-1, 2))
-            g_conics.index_add_(0, flat, g_conic.reshape(-1, 3))
-            g_opac.index_add_(0, flat, (g_a * g).sum(1).reshape(-1))
-            g_colors.index_add_(0, flat, torch.einsum("tpc,tpl->tlc", gi, w).reshape(-1, C))
+        for tiles in _tile_groups(tile_ranges, _max_tiles(C)):
+            T_final = T[tiles]
+            # colour behind the next slot: the pixel's final colour (background included) minus
+            # what the slots walked so far laid down
+            behind = color[tiles] + T_final[..., None] * bg
+            gi_all = g_img[tiles]
+            ga_all = g_aout[tiles] * T_final
+            T_walk = torch.ones_like(T_final)
+            for rows, gid, dx, dy, conic, g, raw, alpha, T_before in _walk_lists(
+                    means2d, conics, opacities, isect_ids, tile_ranges, tiles, tiles_x, T_walk):
+                w = alpha * T_before
+                col = colors[gid]  # [t, B, C]
+                gi = gi_all[rows]  # [t, 256, C]
+                inv = 1 / (1 - alpha)
+                laid = torch.cumsum(w[..., None] * col[:, None], dim=2)  # [t, 256, B, C]
+                after = behind[rows, :, None, :] - laid
+                behind[rows] = after[:, :, -1]
+                g_a = (gi[:, :, None, :] * (T_before[..., None] * col[:, None] - after * inv[..., None])).sum(-1)
+                g_a = g_a + ga_all[rows][..., None] * inv
+                g_a = torch.where((alpha > 0) & (raw < ALPHA_MAX), g_a, torch.zeros_like(g_a))
+                g_power = g_a * raw
+                ca, cb, cc = (conic[:, None, :, k] for k in range(3))
+                flat = gid.reshape(-1)
+                g_mean = torch.stack([(g_power * (ca * dx + cb * dy)).sum(1), (g_power * (cb * dx + cc * dy)).sum(1)], -1)
+                g_conic = torch.stack([(-0.5 * g_power * dx * dx).sum(1), (-g_power * dx * dy).sum(1),
+                                       (-0.5 * g_power * dy * dy).sum(1)], -1)
+                g_means2d.index_add_(0, flat, g_mean.reshape(-1, 2))
+                g_conics.index_add_(0, flat, g_conic.reshape(-1, 3))
+                g_opac.index_add_(0, flat, (g_a * g).sum(1).reshape(-1))
+                g_colors.index_add_(0, flat, torch.einsum("tpc,tpb->tbc", gi, w).reshape(-1, C))
         g_bg = None
         if background is not None:
             g_bg = (g_image * _from_tiles(T[..., None], tiles_x, tiles_y, width, height)).sum((0, 1))
         return g_means2d, g_conics, g_opac, g_colors, g_bg, None, None, None, None
+
+
+def _max_tiles(channels: int) -> int:
+    """Tiles per group so that one batch's [tiles, 256, B, C] slab stays under TORCH_SLAB elements."""
+    return max(1, TORCH_SLAB // (TILE * TILE * TORCH_BATCH * (channels + 1)))
 
 
 def blend_torch(means2d, conics, opacities, colors, background, isect_ids, tile_ranges, width, height):
