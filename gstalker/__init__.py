@@ -6,7 +6,15 @@
     talker.speak("speech.wav", out="out.mp4")
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# PyTorch's OpenMP threads spin while they wait; when the cores are shared (another process, a
+# browser), the torch backends then ran up to 60x slower on a 2-core machine. Passive waiting
+# costs nothing measurable when the cores are free. Effective only before torch is imported;
+# a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = ["Talker", "GstalkerError", "fit", "load", "__version__"]
 

@@ -125,6 +125,7 @@ def fit(
         "preset": settings.preset,
         "iterations": trainer.step_count,
         "train_seconds": round(stats["train_seconds"], 1),
+        "stages": stats["stages"],
         "total_seconds": round(time.monotonic() - t0, 1),
         "heldout_psnr": round(summary["psnr"], 3),
         "heldout_frames": summary["frames"],

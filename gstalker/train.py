@@ -487,12 +487,14 @@ def run_training(trainer: Trainer, progress: bool | None = None, checkpoint_ever
     every = trainer.sched["preview_every"]
     last_ckpt = time.monotonic()
     t0 = time.monotonic()
+    stages = {}
     try:
         with Progress(progress) as bars:
             for stage, begin, end in (("static", 0, s.static_iters), ("deformation", s.static_iters, trainer.total_iters)):
                 if trainer.step_count >= end or end == begin:
                     continue
                 bar = bars.task(stage, end - begin, completed=max(0, trainer.step_count - begin))
+                stage_t0, stage_step0 = time.monotonic(), trainer.step_count
                 while trainer.step_count < end:
                     loss, p = trainer.step()
                     bar.advance(1, loss=loss, psnr=p, gaussians=len(trainer.model.gaussians.head) + len(trainer.model.gaussians.torso))
@@ -503,6 +505,8 @@ def run_training(trainer: Trainer, progress: bool | None = None, checkpoint_ever
                     if time.monotonic() - last_ckpt > checkpoint_every_s:
                         trainer.save_checkpoint()
                         last_ckpt = time.monotonic()
+                stages[stage] = {"iterations": trainer.step_count - stage_step0,
+                                 "seconds": round(time.monotonic() - stage_t0, 2)}
     except KeyboardInterrupt:
         trainer.save_checkpoint()
         raise
@@ -510,4 +514,4 @@ def run_training(trainer: Trainer, progress: bool | None = None, checkpoint_ever
     trainer.save_checkpoint()
     trainer.preview(previews / f"step_{trainer.step_count:06d}.png")
     plot_curve(trainer.history, trainer.workdir / "loss_curve.png", stage_boundary=s.static_iters)
-    return {"train_seconds": elapsed}
+    return {"train_seconds": elapsed, "stages": stages}

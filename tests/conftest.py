@@ -13,11 +13,8 @@ if "TRITON_INTERPRET" not in os.environ:
     if not has_cuda:
         os.environ["TRITON_INTERPRET"] = "1"
 
+import gstalker  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads OpenMP)
 import pytest  # noqa: E402
-import torch  # noqa: E402
-
-# The tests' tensors are small: one thread avoids OpenMP stalls when the two cores are shared.
-torch.set_num_threads(1)
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 
