@@ -216,10 +216,10 @@ def speak(
 def eval_(
     model: str = typer.Argument(..., help="A model file written by `gstalker fit`."),
     workdir: str = typer.Option(..., "--workdir", "-w", help="The preprocessing workdir the model was fitted from."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="JSON report [default: MODEL with .eval.json]."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="The JSON report (default: MODEL with .eval.json, beside it)."),
     video: Optional[str] = typer.Option(None, "--video", help="Also write real | rendered | difference (x4) side by side, with the audio, as this mp4."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Score only the first N held-out frames [default: all]."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Score only the first N held-out frames (default: all)."),
 ) -> None:
     """Score MODEL on its video's held-out tail (self-driven): PSNR, SSIM, LPIPS, LMD, lip-motion
     correlation and render speed, beside a mean-frame baseline. Prints a table, writes JSON."""

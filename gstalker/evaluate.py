@@ -17,7 +17,7 @@ tracked head poses, and each rendered frame is compared with the real one:
   lip landmarks MediaPipe's face mesh finds on the rendered frame and on the real frame. Frames
   where either detection fails are left out and counted in `note`.
 - `lip_corr`: Pearson correlation over time of the mouth opening (mean inner-lip gap of three
-  MediaPipe landmark pairs) between rendered and real frames.
+  MediaPipe landmark pairs) between rendered and real frames; null under 10 frames with faces.
 - `render_fps`: frames rendered per second (audio codes and metrics excluded, after a warm-up
   frame).
 
@@ -63,6 +63,9 @@ MOUTH = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146,
          270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
 # upper / lower inner-lip points facing each other: centre, and either side of it
 INNER_LIP_PAIRS = ((13, 14), (82, 87), (312, 317))
+
+# a correlation over fewer frames (0.4 s, a syllable or two) says nothing about lip sync
+LIP_CORR_MIN_FRAMES = 10
 
 LPIPS_WEIGHTS = "alexnet-owt-7be5be79.pth"
 
@@ -124,13 +127,13 @@ def mouth_opening(landmarks) -> np.ndarray:
     return np.mean(gaps, axis=0)
 
 
-def correlation(x, y) -> float | None:
-    """Pearson correlation of two series, or None when undefined (under 3 points, or either
-    series constant)."""
+def correlation(x, y, min_points: int = 3) -> float | None:
+    """Pearson correlation of two series, or None when undefined (under `min_points` points, or
+    either series constant)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) != len(y):
         raise ValueError(f"series differ in length: {len(x)} and {len(y)}")
-    if len(x) < 3:
+    if len(x) < max(3, min_points):
         return None
     x, y = x - x.mean(), y - y.mean()
     den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
@@ -211,7 +214,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    return f"{platform.processor() or platform.machine()} CPU, {n} thread{'s' if n != 1 else ''}"
 
 
 def _mean(values) -> float | None:
@@ -416,7 +420,7 @@ def evaluate(
             F_, R_ = np.stack(fake_lm), np.stack(real_lm)
             values["lmd"] = lmd(F_, R_)
             baselines["lmd"] = lmd(R_, mean_lm.numpy())
-            values["lip_corr"] = correlation(mouth_opening(F_), mouth_opening(R_))
+            values["lip_corr"] = correlation(mouth_opening(F_), mouth_opening(R_), min_points=LIP_CORR_MIN_FRAMES)
         else:
             values["lmd"] = baselines["lmd"] = values["lip_corr"] = None
         baselines["lip_corr"] = None
@@ -425,7 +429,8 @@ def evaluate(
                     f"{count - m} frames left out")
             notes["lmd"] = notes["lip_corr"] = miss
         if m and values["lip_corr"] is None:
-            notes["lip_corr"] = "undefined: fewer than 3 frames or a mouth that does not move"
+            notes["lip_corr"] = (f"undefined: under {LIP_CORR_MIN_FRAMES} frames with faces found, or a mouth "
+                                 "that does not move")
     values["render_fps"] = timed / max(render_time, 1e-9)
     baselines["render_fps"] = None
     frames["render_fps"] = timed
