@@ -11,10 +11,10 @@ from gstalker.train import FitSettings, Trainer, TrainData, psnr, run_training
 from synthetic import SyntheticClip
 
 
-def make_trainer(tmp_path, iters=40, static_share=0.5, densify_every=10, seed=0):
-    clip = SyntheticClip(n=30, size=32)
+def make_trainer(tmp_path, iters=40, static_share=0.5, densify_every=10, seed=0, size=32):
+    clip = SyntheticClip(n=30, size=size)
     data = TrainData(clip, torch.device("cpu"))
-    s = FitSettings.from_preset("smoke", size=32, lpips="off", seed=seed)
+    s = FitSettings.from_preset("smoke", size=size, lpips="off", seed=seed)
     s.static_iters = int(iters * static_share)
     s.deform_iters = iters - s.static_iters
     s.schedule.update(n_head=300, n_torso=150, densify_every=densify_every, preview_every=0, opacity_reset_every=0,
@@ -67,7 +67,7 @@ def test_resume_is_bit_for_bit(tmp_path):
 
 
 def test_training_beats_the_mean_frame(tmp_path):
-    t = make_trainer(tmp_path, iters=240, static_share=0.5, densify_every=40)
+    t = make_trainer(tmp_path, iters=240, static_share=0.5, densify_every=60, size=48)
     t.sched["preview_every"] = 120
     start = t.evaluate(t.data.val_ids)["psnr"]
     stats = run_training(t, progress=False)
@@ -77,7 +77,7 @@ def test_training_beats_the_mean_frame(tmp_path):
     mean = frames.mean(0)
     baseline = sum(psnr(mean, t.data.frame(i)[0]) for i in t.data.val_ids.tolist()) / len(t.data.val_ids)
     score = t.evaluate()["psnr"]
-    assert score > start + 8 and score > baseline, (start, score, baseline)
+    assert score > start + 8 and score > baseline + 1, (start, score, baseline)
 
 
 def test_model_file_round_trip(tmp_path):
