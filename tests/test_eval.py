@@ -224,6 +224,23 @@ def test_eval_default_report_path_and_api_with_lpips(tiny):
     assert ev.metric(report, "psnr")["baseline"] == pytest.approx(mean_frame_psnr(data), abs=1e-3)
 
 
+def test_flagged_tail_frames_are_rendered_but_not_scored(tiny, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    wd = tmp_path / "work"
+    shutil.copytree(tiny["workdir"], wd)
+    tracks = load_file(str(wd / "tracks.safetensors"))
+    tracks["frame_ok"][28] = 0  # a cut in the held-out tail
+    save_file(tracks, str(wd / "tracks.safetensors"))
+    report = ev.evaluate(tiny["model"], wd, video=tmp_path / "v.mp4", device="cpu", progress=False)
+    assert report["frames"] == 2 and report["heldout"]["flagged"] == 1
+    assert ev.metric(report, "psnr")["frames"] == 2
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 3, "the video keeps every frame, in step with the audio"
+
+
 def _one_line_error(result, *words):
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.output.strip().splitlines() if ln.startswith("gstalker: error:")]
