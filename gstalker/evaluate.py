@@ -315,17 +315,14 @@ def evaluate(
     first, last = scored[0], scored[-1]
     H, W = pv.size
     lp = lpips if lpips is not None else Lpips(dev)
-    fm_real = fm_fake = None
-    try:
-        fm_real, fm_fake = _Landmarks(), _Landmarks()
-        landmark_error = None
-    except Exception as e:  # mediapipe missing or broken: LMD is unavailable, not invented
-        landmark_error = f"MediaPipe face mesh unavailable ({type(e).__name__})"
 
     # baseline: the mean training frame and the training frames' mean mouth
     train = [k for k in range(val_start) if ok[k]] or list(range(val_start))
     pick = np.unique(np.linspace(0, len(train) - 1, min(200, len(train))).round().astype(int))
-    mean_frame = torch.stack([pv.frame(train[i]) for i in pick]).mean(0)
+    mean_frame = torch.zeros(H, W, 3, dtype=torch.float64)
+    for i in pick:
+        mean_frame += pv.frame(train[i])
+    mean_frame = (mean_frame / len(pick)).float()
     mean_lm = pv.tracks["landmarks"][train].double().mean(0)
 
     # audio codes of the scored span (neighbours beyond it included, so codes match the whole clip's)
@@ -356,6 +353,16 @@ def evaluate(
     def render(k):
         return talker.render(codes[k - lo], pv.viewmats[k].to(dev), float(pv.tracks["eye"][k]))
 
+    fm_real = fm_fake = None
+    landmark_error = None
+    try:
+        fm_real = _Landmarks()
+        fm_fake = _Landmarks()
+    except Exception as e:  # mediapipe missing or broken: LMD is unavailable, not invented
+        if fm_real is not None:
+            fm_real.close()
+        fm_real = fm_fake = None
+        landmark_error = f"MediaPipe face mesh unavailable ({type(e).__name__})"
     try:
         with torch.no_grad(), Progress(progress) as bars:
             render(first)  # warm-up (kernel compilation, caches): not timed
