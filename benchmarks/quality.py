@@ -40,8 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="score this model instead of fitting one")
     ap.add_argument("--workdir", type=Path, default=None, help="its preprocessing workdir (with --model)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads for torch (default: torch's; 1 with --quick: on shared cores more threads stall)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the fitted model and workdir in this folder")
     args = ap.parse_args(argv)
 
@@ -52,9 +51,8 @@ def main(argv=None) -> int:
     from gstalker.evaluate import evaluate, format_table
 
     dev = resolve_device(args.device)
-    threads = args.threads or (1 if args.quick else None)
-    if threads:
-        torch.set_num_threads(threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     fit_line = ""
     tmp = None
