@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,33 +23,10 @@ import torch
 if not torch.cuda.is_available():  # the Triton kernels can only run interpreted on a CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import time_ms  # noqa: E402
 from gstalker.kernels import HAS_TRITON, TriPlaneEncoder  # noqa: E402
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _time(fn, device, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def bench(backend: str, points: int, device, repeats: int, warmup: int, levels: int, log2_t: int):
@@ -78,7 +53,7 @@ def bench(backend: str, points: int, device, repeats: int, warmup: int, levels: 
     bwd_bytes = fwd_bytes + feat_bytes + 2 * pos_bytes + 2 * table_bytes
     rows = []
     for name, fn, nbytes in (("forward", fwd, fwd_bytes), ("forward+backward", fwd_bwd, bwd_bytes)):
-        ms = _time(fn, device, repeats, warmup)
+        ms = time_ms(fn, device, repeats, warmup)
         rows.append((backend, name, points, ms, nbytes / (ms * 1e-3) / 1e9))
     return rows
 

@@ -9,7 +9,7 @@ class _NullTask:
     def advance(self, n: int = 1, **fields) -> None:
         pass
 
-    def done(self) -> None:
+    def done(self, count: int | None = None) -> None:
         pass
 
 
@@ -21,8 +21,9 @@ class Progress:
     the bar (floats with 4 significant digits).
     """
 
-    def __init__(self, enabled: bool | None = None):
+    def __init__(self, enabled: bool | None = None, unit: str = "it"):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.unit = unit
         self._p = None
 
     def __enter__(self):
@@ -51,18 +52,21 @@ class Progress:
             self._p.stop()
         return False
 
-    def task(self, name: str, total: int, unit: str = "it", completed: int = 0):
+    def task(self, name: str, total: int, unit: str | None = None, completed: int = 0):
+        """A bar for one stage; `unit` names what `advance` counts (default: the Progress's)."""
         if self._p is None:
             return _NullTask()
         p = self._p
-        tid = p.add_task(name, total=total, completed=completed, unit=unit, info="")
+        tid = p.add_task(name, total=total, completed=completed, unit=unit or self.unit, info="")
 
         class Task:
             def advance(self, n: int = 1, **fields) -> None:
                 info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
                 p.update(tid, advance=n, **({"info": info} if fields else {}))
 
-            def done(self) -> None:
-                p.update(tid, completed=total)
+            def done(self, count: int | None = None) -> None:
+                """Finish the bar; `count` replaces an estimated total by the real one."""
+                n = total if count is None else count
+                p.update(tid, total=n, completed=n)
 
         return Task()

@@ -38,8 +38,6 @@ def smoke_model(tmp_path_factory):
     video = MEDIA / SMOKE_CLIP
     if not video.is_file():
         pytest.skip(f"real media not found at {video} (a user's clone has none; CI has ../shared)")
-    import gstalker
-
     tmp = tmp_path_factory.mktemp("smoke")
     workdir = tmp / "work"
     model = gstalker.fit(video, tmp / "subject.safetensors", preset="smoke", workdir=workdir, lpips="off",

@@ -40,6 +40,7 @@ def test_speak_real_speech_moves_the_mouth_and_silence_does_not(smoke_model, med
         assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
         v, a = c.streams.video[0], c.streams.audio[0]
         assert (v.codec_context.width, v.codec_context.height) == (128, 128) and v.average_rate == 25
+        assert a.codec_context.name == "aac"
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert abs(len(frames) - 5.0 * 25) <= 1
 

@@ -1,7 +1,6 @@
 """Training on a tiny synthetic clip: density control keeps optimiser state in shape, resume is
 bit for bit, the model file round-trips, and settings are validated."""
 
-import math
 
 import pytest
 import torch

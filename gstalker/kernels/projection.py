@@ -28,8 +28,8 @@ def tile_grid(width: int, height: int) -> tuple[int, int]:
 
 
 def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """quats: [N, 4] wxyz, normalised -> [N, 3, 3] rotation matrices."""
-    w, x, y, z = quats.unbind(-1)
+    """quats: [..., 4] (w, x, y, z), any non-zero length -> [..., 3, 3] rotation matrices."""
+    w, x, y, z = (quats / quats.norm(dim=-1, keepdim=True)).unbind(-1)
     return torch.stack(
         [
             1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
@@ -76,7 +76,7 @@ def project_torch(means3d, quats, scales, viewmat, K, width, height):
         [fx / zs, zero, -fx * tx / (zs * zs), zero, fy / zs, -fy * ty / (zs * zs)], dim=-1
     ).reshape(-1, 2, 3)
 
-    rot = quat_to_rotmat(quats / quats.norm(dim=-1, keepdim=True))
+    rot = quat_to_rotmat(quats)
     M = rot * scales[:, None, :]
     cov3d = M @ M.transpose(1, 2)
     JW = J @ R
@@ -141,27 +141,11 @@ if HAS_TRITON:
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
-        r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy = _camera(view_ptr, K_ptr)
-
-        mx = tl.load(means_ptr + offs * 3 + 0, mask=m, other=0.0)
-        my = tl.load(means_ptr + offs * 3 + 1, mask=m, other=0.0)
-        mz = tl.load(means_ptr + offs * 3 + 2, mask=m, other=0.0)
-        x = r00 * mx + r01 * my + r02 * mz + t0
-        y = r10 * mx + r11 * my + r12 * mz + t1
-        z = r20 * mx + r21 * my + r22 * mz + t2
-        valid = m & (z >= 0.01)
-        z = tl.where(valid, z, 1.0)
-
-        qw = tl.load(quats_ptr + offs * 4 + 0, mask=m, other=1.0)
-        qx = tl.load(quats_ptr + offs * 4 + 1, mask=m, other=0.0)
-        qy = tl.load(quats_ptr + offs * 4 + 2, mask=m, other=0.0)
-        qz = tl.load(quats_ptr + offs * 4 + 3, mask=m, other=0.0)
-        sx = tl.load(scales_ptr + offs * 3 + 0, mask=m, other=1.0)
-        sy = tl.load(scales_ptr + offs * 3 + 1, mask=m, other=1.0)
-        sz = tl.load(scales_ptr + offs * 3 + 2, mask=m, other=1.0)
-
-        a, b, c = _cov2d(qw, qx, qy, qz, sx, sy, sz, x, y, z,
-                         r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, width, height)
+        (r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, cx, cy, x, y, z, z_raw, valid,
+         w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
+         V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22,
+         j00, j02, j11, j12, tx, ty, clamped_x, clamped_y, a, b, c) = _forward_parts(
+            means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height)
         det = a * c - b * b
         valid = valid & (det > 0)
         det = tl.where(valid, det, 1.0)
@@ -182,7 +166,7 @@ if HAS_TRITON:
         tl.store(conics_ptr + offs * 3 + 0, tl.where(valid, c / det, 0.0), mask=m)
         tl.store(conics_ptr + offs * 3 + 1, tl.where(valid, -b / det, 0.0), mask=m)
         tl.store(conics_ptr + offs * 3 + 2, tl.where(valid, a / det, 0.0), mask=m)
-        tl.store(depths_ptr + offs, r20 * mx + r21 * my + r22 * mz + t2, mask=m)
+        tl.store(depths_ptr + offs, z_raw, mask=m)
         tl.store(radii_ptr + offs, tl.where(valid, radius, 0.0).to(tl.int32), mask=m)
 
     @triton.jit
@@ -252,17 +236,37 @@ if HAS_TRITON:
         return V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22
 
     @triton.jit
-    def _cov2d(qw, qx, qy, qz, sx, sy, sz, x, y, z,
-               r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, width, height):
+    def _forward_parts(means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height):
+        """Loads a block of Gaussians and runs the projection up to the 2D covariance (a, b, c),
+        returning every intermediate the backward needs (the forward ignores most of them)."""
+        r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy = _camera(view_ptr, K_ptr)
+        mx = tl.load(means_ptr + offs * 3 + 0, mask=m, other=0.0)
+        my = tl.load(means_ptr + offs * 3 + 1, mask=m, other=0.0)
+        mz = tl.load(means_ptr + offs * 3 + 2, mask=m, other=0.0)
+        x = r00 * mx + r01 * my + r02 * mz + t0
+        y = r10 * mx + r11 * my + r12 * mz + t1
+        z_raw = r20 * mx + r21 * my + r22 * mz + t2
+        valid = m & (z_raw >= 0.01)
+        z = tl.where(valid, z_raw, 1.0)
+        qw = tl.load(quats_ptr + offs * 4 + 0, mask=m, other=1.0)
+        qx = tl.load(quats_ptr + offs * 4 + 1, mask=m, other=0.0)
+        qy = tl.load(quats_ptr + offs * 4 + 2, mask=m, other=0.0)
+        qz = tl.load(quats_ptr + offs * 4 + 3, mask=m, other=0.0)
+        sx = tl.load(scales_ptr + offs * 3 + 0, mask=m, other=1.0)
+        sy = tl.load(scales_ptr + offs * 3 + 1, mask=m, other=1.0)
+        sz = tl.load(scales_ptr + offs * 3 + 2, mask=m, other=1.0)
         w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22 = _rotation(qw, qx, qy, qz)
         V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_cov(
             R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
             r00, r01, r02, r10, r11, r12, r20, r21, r22)
-        j00, j02, j11, j12, tx, ty, cxm, cym = _jacobian(x, y, z, fx, fy, width, height)
+        j00, j02, j11, j12, tx, ty, clamped_x, clamped_y = _jacobian(x, y, z, fx, fy, width, height)
         a = j00 * j00 * V00 + 2.0 * j00 * j02 * V02 + j02 * j02 * V22 + 0.3
         b = j00 * j11 * V01 + j00 * j12 * V02 + j02 * j11 * V12 + j02 * j12 * V22
         c = j11 * j11 * V11 + 2.0 * j11 * j12 * V12 + j12 * j12 * V22 + 0.3
-        return a, b, c
+        return (r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, cx, cy, x, y, z, z_raw, valid,
+                w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
+                V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22,
+                j00, j02, j11, j12, tx, ty, clamped_x, clamped_y, a, b, c)
 
     @triton.jit
     def _project_bwd_kernel(
@@ -274,34 +278,14 @@ if HAS_TRITON:
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
-        r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy = _camera(view_ptr, K_ptr)
+        (r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, cx, cy, x, y, z, z_raw, valid,
+         w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
+         V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22,
+         j00, j02, j11, j12, tx, ty, clamped_x, clamped_y, a, b, c) = _forward_parts(
+            means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height)
+        # culled Gaussians get no gradient (and their det may be 0)
         valid = m & (tl.load(radii_ptr + offs, mask=m, other=0) > 0)
-
-        mx = tl.load(means_ptr + offs * 3 + 0, mask=m, other=0.0)
-        my = tl.load(means_ptr + offs * 3 + 1, mask=m, other=0.0)
-        mz = tl.load(means_ptr + offs * 3 + 2, mask=m, other=1.0)
-        x = r00 * mx + r01 * my + r02 * mz + t0
-        y = r10 * mx + r11 * my + r12 * mz + t1
-        z = r20 * mx + r21 * my + r22 * mz + t2
-        z = tl.where(valid, z, 1.0)
-        qw = tl.load(quats_ptr + offs * 4 + 0, mask=m, other=1.0)
-        qx = tl.load(quats_ptr + offs * 4 + 1, mask=m, other=0.0)
-        qy = tl.load(quats_ptr + offs * 4 + 2, mask=m, other=0.0)
-        qz = tl.load(quats_ptr + offs * 4 + 3, mask=m, other=0.0)
-        sx = tl.load(scales_ptr + offs * 3 + 0, mask=m, other=1.0)
-        sy = tl.load(scales_ptr + offs * 3 + 1, mask=m, other=1.0)
-        sz = tl.load(scales_ptr + offs * 3 + 2, mask=m, other=1.0)
-
-        # forward, again
-        w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22 = _rotation(qw, qx, qy, qz)
-        V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_cov(
-            R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
-            r00, r01, r02, r10, r11, r12, r20, r21, r22)
-        j00, j02, j11, j12, tx, ty, clamped_x, clamped_y = _jacobian(x, y, z, fx, fy, width, height)
-        a = j00 * j00 * V00 + 2.0 * j00 * j02 * V02 + j02 * j02 * V22 + 0.3
-        b = j00 * j11 * V01 + j00 * j12 * V02 + j02 * j11 * V12 + j02 * j12 * V22
-        c = j11 * j11 * V11 + 2.0 * j11 * j12 * V12 + j12 * j12 * V22 + 0.3
-        det = a * c - b * b
+        det = tl.where(valid, a * c - b * b, 1.0)
         QA = c / det
         QB = -b / det
         QC = a / det

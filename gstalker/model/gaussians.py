@@ -25,24 +25,12 @@ import math
 import torch
 from torch import nn
 
+from ..kernels.projection import quat_to_rotmat
 from .deform import Deltas
 
 __all__ = ["Gaussians", "GaussianModel", "quat_to_rotmat"]
 
 PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "color_logits")
-
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """q [N, 4] (w, x, y, z), any length -> rotation matrices [N, 3, 3]."""
-    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(*q.shape[:-1], 3, 3)
 
 
 def _logit(p: float) -> float:

@@ -13,7 +13,6 @@ import os
 import shutil
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +23,7 @@ import torch
 # they work, so keep their notice from flooding every frame.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision")
 
+from ..progress import Progress
 from . import cache as C
 from .crop import find_crop
 from .errors import PreprocessError, PreprocessWarning
@@ -38,62 +38,6 @@ STAGE_VERSIONS = {"decode": 2, "landmarks": 1, "pose": 2, "masks": 5, "features"
 
 
 # ------------------------------------------------------------------------------- progress
-class _NoProgress:
-    def stage(self, name, total):
-        return _NullTask()
-
-    def close(self):
-        pass
-
-
-class _NullTask:
-    def advance(self, n=1):
-        pass
-
-    def done(self, total=None):
-        pass
-
-
-class _RichProgress:
-    def __init__(self):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
-        from rich.text import Text
-
-        class Rate(ProgressColumn):
-            def render(self, task):
-                return Text(f"{task.speed:5.1f} frames/s" if task.speed else "", style="cyan")
-
-        self.p = Progress(
-            TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), Rate(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False,
-        )
-        self.started = False
-
-    def stage(self, name, total):
-        p = self.p
-        if not self.started:  # start on the first stage that runs (none when all are cached)
-            p.start()
-            self.started = True
-        tid = p.add_task(name, total=total)
-
-        class T:
-            def advance(self, n=1):
-                p.advance(tid, n)
-
-            def done(self, n=None):
-                p.update(tid, completed=total if n is None else n, total=total if n is None else n)
-
-        return T()
-
-    def close(self):
-        if self.started:
-            self.p.stop()
-            self.started = False
-
-
 # ------------------------------------------------------------------------------- helpers
 def _resize_u8(rgb: np.ndarray, size: int) -> torch.Tensor:
     """[H,W,3] uint8 -> [3,size,size] uint8, bilinear with antialiasing."""
@@ -136,12 +80,12 @@ def _stage_decode(video, info, wd, size, start, end, prog):
     from ..audio import AudioError, load_audio, save_wav
 
     hint = int((end - start) * FPS) if math.isfinite(end) else 2500
-    scan = prog.stage("find face", hint)
+    scan = prog.task("find face", hint)
     crop, cstats = find_crop(info, start, end if math.isfinite(end) else None, hint, on_frame=scan.advance)
     scan.done()
     tmp = wd / f".{C.FRAMES}.tmp-{os.getpid()}"
     tmp.mkdir()
-    task = prog.stage("decode, crop", hint)
+    task = prog.task("decode, crop", hint)
     n = 0
     # big sources are downscaled by FFmpeg before the RGB conversion, then cropped
     f = size / crop.side if size < 0.8 * crop.side else 1.0
@@ -183,7 +127,7 @@ def _stage_landmarks(video, wd, n, prog):
     fm = FaceMesh()
     lms = np.zeros((n, NUM_LANDMARKS, 3), np.float32)
     found = np.zeros(n, bool)
-    task = prog.stage("landmarks", n)
+    task = prog.task("landmarks", n)
     try:
         for k in range(n):
             res = fm(read_jpeg(wd / C.FRAMES / C.FRAME_NAME.format(k)))
@@ -211,7 +155,7 @@ def _stage_pose(wd, size, prog):
     from .pose import estimate_poses
 
     d = C.load_tensors(wd / C.CACHE / "landmarks.safetensors")
-    task = prog.stage("pose", 1)
+    task = prog.task("pose", 1)
     r = estimate_poses(d["landmarks3d"], d["found"].astype(bool), size)
     task.done()
     info = {"focal": r.focal, "reprojection_error_px": r.error_px, "reprojection_error_px_unsmoothed": r.error_px_raw,
@@ -231,7 +175,7 @@ def _stage_masks(wd, n, prog, max_bg_samples: int = 64):
     step = max(1, n // max_bg_samples)
     samples = []
     area = np.zeros(n, np.float32)
-    task = prog.stage("masks", n)
+    task = prog.task("masks", n)
     try:
         for k in range(n):
             img = read_jpeg(wd / C.FRAMES / C.FRAME_NAME.format(k))
@@ -263,7 +207,7 @@ def _features_file(wd, kind):
 def _stage_features(wd, n, kind, prog):
     from ..audio import extract_features, load_audio
 
-    task = prog.stage(f"audio ({kind})", 1)
+    task = prog.task(f"audio ({kind})", 1)
     wave = load_audio(wd / C.AUDIO, SAMPLE_RATE)
     feats = extract_features(wave, kind, n, fps=FPS)
     task.done()
@@ -332,7 +276,7 @@ def preprocess(
         _warn(f"{video}: only {e0 - s0:.0f} s of video; 3-5 minutes are recommended, quality will suffer")
 
     created = not wd.exists()
-    prog = _RichProgress() if (progress if progress is not None else _stderr_tty()) else _NoProgress()
+    prog = Progress(progress if progress is not None else _stderr_tty(), unit="frames").__enter__()
     timings = {}
     threads = torch.get_num_threads()
     # per-frame work is small tensors; one torch thread avoids fighting MediaPipe's own threads
@@ -429,14 +373,14 @@ def preprocess(
         C.write_json(wd / C.META, meta)
     except BaseException:
         torch.set_num_threads(threads)
-        prog.close()
+        prog.__exit__(None, None, None)
         if created:
             shutil.rmtree(wd, ignore_errors=True)
         else:
             C.clean_temp(wd)
         raise
     torch.set_num_threads(threads)
-    prog.close()
+    prog.__exit__(None, None, None)
     return wd
 
 
