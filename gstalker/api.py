@@ -179,6 +179,7 @@ class Talker:
         self.model, self.meta, self.backend = model, meta, backend
         self.feature_kind = meta["audio_features"]["kind"]
         self.last_render_fps: float | None = None
+        self._cache = model.inference_cache()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -245,7 +246,8 @@ class Talker:
     def render(self, audio_code: torch.Tensor, viewmat: torch.Tensor, eye) -> torch.Tensor:
         """One frame: audio_code [code_dim], viewmat [4, 4], eye (scalar) -> [H, W, 3] float in [0, 1]."""
         dev = self.model.device
-        out = self.model.render(audio_code.to(dev), viewmat.to(dev), eye, deform=True, backend=self.backend)
+        out = self.model.render(audio_code.to(dev), viewmat.to(dev), eye, deform=True, backend=self.backend,
+                                cache=self._cache)
         return out["image"].clamp(0, 1)
 
     def frames(self, audio, sample_rate: int | None = None, poses: str = "playback"):

@@ -71,10 +71,17 @@ class TalkerModel(nn.Module):
     def device(self) -> torch.device:
         return self.K.device
 
+    @torch.no_grad()
+    def inference_cache(self) -> dict:
+        """What does not change from frame to frame once training is over: the deformation fields'
+        spatial first layers ([N, hidden] each). Pass it to `render` to skip the hash grids."""
+        g = self.gaussians
+        return {"face": self.face.spatial_hidden(g.head.means), "torso": self.torso.spatial_hidden(g.torso.means)}
+
     def render(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, deform: bool = True,
-               backend: str = "auto") -> dict:
+               backend: str = "auto", cache: dict | None = None) -> dict:
         """One frame. code: [code_dim] smoothed audio code (None with deform=False), viewmat: [4, 4]
-        head pose, eye: scalar eye openness.
+        head pose, eye: scalar eye openness, cache: `inference_cache()` (inference only).
 
         Returns a dict: image [H, W, 3] composited over the background; head_rgb, torso_rgb
         [H, W, 3] (premultiplied) and head_alpha, torso_alpha [H, W, 1]; head_meta, torso_meta
@@ -83,8 +90,10 @@ class TalkerModel(nn.Module):
         g = self.gaussians
         head_deltas = torso_deltas = None
         if deform:
-            head_deltas = self.face(g.head.means, code, torch.as_tensor(eye, device=self.device).reshape(1))
-            torso_deltas = self.torso(g.torso.means, viewmat)
+            cache = cache or {}
+            head_deltas = self.face(g.head.means, code, torch.as_tensor(eye, device=self.device).reshape(1),
+                                    spatial_hidden=cache.get("face"))
+            torso_deltas = self.torso(g.torso.means, viewmat, spatial_hidden=cache.get("torso"))
         W, H = self.width, self.height
         head_rgb, head_alpha, head_meta = rasterize(**g.head.render_args(head_deltas), viewmat=viewmat, K=self.K,
                                                     width=W, height=H, backend=backend)

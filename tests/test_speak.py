@@ -115,3 +115,13 @@ def test_silence_is_valid(model_path, tmp_path):
     result = runner.invoke(app, ["speak", str(model_path), str(tmp_path / "silence.wav"), "-o", str(tmp_path / "s.mp4")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "s.mp4").stat().st_size > 0
+
+
+def test_inference_cache_changes_nothing(model_path):
+    talker = gstalker.load(model_path, device="cpu")
+    assert any(p.abs().sum() > 0 for p in talker.model.face.mlp.out.parameters()), "trained past zero init"
+    code = talker.codes(talker.audio(np.random.default_rng(2).standard_normal(16000).astype(np.float32)))[7]
+    viewmat, eye = talker.pose(7)
+    with torch.no_grad():
+        plain = talker.model.render(code, viewmat, eye)["image"].clamp(0, 1)
+    torch.testing.assert_close(talker.render(code, viewmat, eye), plain, atol=1e-6, rtol=1e-5)

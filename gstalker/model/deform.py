@@ -90,8 +90,11 @@ class _DeformMLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, spatial: torch.Tensor, cond: torch.Tensor) -> Deltas:
-        h = torch.relu(self.spatial_in(spatial) + self.cond_in(cond))  # cond [C] or [N, C] broadcasts
+    def forward(self, spatial: torch.Tensor | None, cond: torch.Tensor, spatial_hidden: torch.Tensor | None = None) -> Deltas:
+        """spatial [N, S] features, or their first-layer image `spatial_hidden` [N, hidden] when cached."""
+        if spatial_hidden is None:
+            spatial_hidden = self.spatial_in(spatial)
+        h = torch.relu(spatial_hidden + self.cond_in(cond))  # cond [C] or [N, C] broadcasts
         for layer in self.hidden:
             h = torch.relu(layer(h))
         d = self.out(h)
@@ -129,7 +132,13 @@ class FaceDeformation(nn.Module):
         self.encoder = _make_encoder(encoder, encoder_kwargs)
         self.mlp = _DeformMLP(self.encoder.out_dim, audio_dim + eye_dim, hidden, n_hidden_layers)
 
-    def forward(self, means: torch.Tensor, audio: torch.Tensor, eye: torch.Tensor) -> Deltas:
+    def spatial_hidden(self, means: torch.Tensor) -> torch.Tensor:
+        """The audio-independent part of the first layer, [N, hidden]: constant for fixed Gaussians,
+        so inference computes it once instead of running the hash grids every frame."""
+        return self.mlp.spatial_in(self.encoder(means))
+
+    def forward(self, means: torch.Tensor, audio: torch.Tensor, eye: torch.Tensor,
+                spatial_hidden: torch.Tensor | None = None) -> Deltas:
         eye = torch.as_tensor(eye, dtype=means.dtype, device=means.device)
         if eye.dim() == 0:
             eye = eye.reshape(1)
@@ -143,6 +152,8 @@ class FaceDeformation(nn.Module):
         elif eye.dim() == 2 and audio.dim() == 1:
             audio = audio.expand(eye.shape[0], -1)
         cond = torch.cat([audio, eye], dim=-1)
+        if spatial_hidden is not None:
+            return self.mlp(None, cond, spatial_hidden)
         return self.mlp(self.encoder(means), cond)
 
 
@@ -196,7 +207,14 @@ class TorsoDeformation(nn.Module):
         p = (pose_to_6d(viewmat.to(self.pose_center), self.pose_reference) - self.pose_center) / self.pose_scale
         return positional_encoding(p, self.pose_freqs)
 
-    def forward(self, means: torch.Tensor, viewmat: torch.Tensor) -> Deltas:
+    def spatial_hidden(self, means: torch.Tensor) -> torch.Tensor:
+        """The pose-independent part of the first layer, [N, hidden] (see FaceDeformation)."""
+        return self.mlp.spatial_in(self.encoder(means))
+
+    def forward(self, means: torch.Tensor, viewmat: torch.Tensor, spatial_hidden: torch.Tensor | None = None) -> Deltas:
         if viewmat.shape != (4, 4):
             raise ValueError(f"viewmat must have shape [4, 4], got {list(viewmat.shape)}")
-        return self.mlp(self.encoder(means), self.pose_features(viewmat).detach())
+        cond = self.pose_features(viewmat).detach()
+        if spatial_hidden is not None:
+            return self.mlp(None, cond, spatial_hidden)
+        return self.mlp(self.encoder(means), cond)
