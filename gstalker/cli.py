@@ -50,13 +50,15 @@ def main(
 @app.command()
 def demo(
     out: str = typer.Option("demo_renders", "--out", "-o", help="Folder for the PNG files."),
+    size: int = typer.Option(256, "--size", help="Image side, pixels."),
+    views: int = typer.Option(4, "--views", help="Number of cameras."),
     device: str = typer.Option("auto", help="auto, cuda or cpu."),
 ) -> None:
     """Render a small random Gaussian scene from a few cameras (checks the rasterizer works)."""
     from .demo import render_demo
 
     try:
-        paths = render_demo(out, device=device)
+        paths = render_demo(out, size=size, views=views, device=device)
     except (ValueError, UserError) as e:
         fail(str(e))
     for p in paths:
