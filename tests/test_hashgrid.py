@@ -16,6 +16,7 @@ import torch
 from gstalker.kernels import HAS_TRITON, TriPlaneEncoder, hashgrid2d
 from gstalker.kernels._backend import interpreting
 from gstalker.kernels.hashgrid import HASH_PRIME, level_resolutions
+from gpu_compile import compile_for_gpu
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"  # as in conftest.py
 
@@ -299,42 +300,12 @@ def test_hashgrid_fits_image_better_than_coordinate_mlp(one_thread):
 
 # ----------------------------------------------------------------------------- GPU compilation
 
-_COMPILE_SCRIPT = r"""
-import os, sys
-os.environ.pop("TRITON_INTERPRET", None)
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from gstalker.kernels.hashgrid import _hashgrid_bwd_kernel, _hashgrid_fwd_kernel
-
-ints = {"M", "stride_m", "stride_d", "L"}
-consts = {"T": 16384, "F": 1, "P": 3, "BLOCK_M": 128, "BLOCK_L": 16, "NEED_TABLE": True, "NEED_COORDS": True}
-for kernel in (_hashgrid_fwd_kernel, _hashgrid_bwd_kernel):
-    names = kernel.arg_names
-    sig = {n: "constexpr" if n in consts else "i32" if n in ints else "*i32" if n in ("axes_ptr", "res_ptr") else "*fp32"
-           for n in names}
-    src = ASTSource(fn=kernel, signature=sig, constexprs={(names.index(n),): v for n, v in consts.items() if n in names})
-    compiled = triton.compile(src, target=GPUTarget("cuda", int(sys.argv[1]), 32))
-    assert len(compiled.asm["cubin"]) > 0
-print("compiled")
-"""
-
-
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
 def test_kernels_compile_for_a_real_gpu(tmp_path):
     """The interpreter accepts things the GPU compiler rejects: compile both kernels to a cubin
     for sm_80 (A100 / RTX 30xx class) with Triton's bundled ptxas; needs no GPU."""
-    import os
-    import subprocess
-    import sys
-
-    try:
-        import triton.backends.nvidia  # noqa: F401
-    except ImportError:
-        pytest.skip("triton has no NVIDIA backend here")
-    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path))
-    env.pop("TRITON_INTERPRET", None)
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, "80"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-3000:]
+    consts = {"T": 16384, "F": 1, "P": 3, "BLOCK_M": 128, "BLOCK_L": 16, "NEED_TABLE": True, "NEED_COORDS": True}
+    pointers = {"axes_ptr": "*i32", "res_ptr": "*i32"}
+    kernels = {k: {"constexprs": consts, "pointers": pointers} for k in ("_hashgrid_fwd_kernel", "_hashgrid_bwd_kernel")}
+    out = compile_for_gpu("gstalker.kernels.hashgrid", kernels, tmp_path)
+    assert out.count("compiled") == 2

@@ -11,6 +11,7 @@ from gstalker.kernels import rasterize
 from gstalker.kernels._backend import interpreting
 from gstalker.kernels.binning import bin_tiles_torch, bin_tiles_triton
 from gstalker.kernels.projection import project_torch
+from gpu_compile import compile_for_gpu
 
 # On a GPU machine (no interpreter) the same comparisons run on CUDA tensors.
 DEVICE = "cuda" if torch.cuda.is_available() and not interpreting() else "cpu"
@@ -311,3 +312,32 @@ def test_matches_dense_per_pixel_reference(backend):
     assert (ref_alpha > 0.999).any(), "some pixels should reach the transmittance stop"
     torch.testing.assert_close(img.detach(), ref_img, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(alpha.detach(), ref_alpha, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sm", [86])
+def test_kernels_compile_for_a_real_gpu(tmp_path, sm):
+    """Every rasterizer kernel compiles to a cubin for sm_86 (RTX 3090, the target card); no GPU needed."""
+    i32 = "*i32"
+    kernels = {
+        "gstalker.kernels.projection": {
+            "_project_fwd_kernel": {"constexprs": {"BLOCK": 128}, "pointers": {"radii_ptr": i32}},
+            "_project_bwd_kernel": {"constexprs": {"BLOCK": 128}, "pointers": {"radii_ptr": i32}},
+        },
+        "gstalker.kernels.binning": {
+            "_tile_count_kernel": {"constexprs": {"BLOCK": 128, "CULL": True},
+                                   "pointers": {"rect_ptr": i32, "tile_counts_ptr": i32}},
+            "_tile_scatter_kernel": {"constexprs": {"BLOCK": 128, "CULL": True},
+                                     "pointers": {"rect_ptr": i32, "depth_bits_ptr": i32, "cursor_ptr": i32, "keys_ptr": "*i64"}},
+            "_block_sort_kernel": {"constexprs": {"BLOCK": 128},
+                                   "pointers": {"keys_ptr": "*i64", "ranges_ptr": i32, "block_tile_ptr": i32, "block_start_ptr": i32}},
+            "_merge_kernel": {"constexprs": {"BLOCK": 1024},
+                              "pointers": {"src_ptr": "*i64", "dst_ptr": "*i64", "seg_start_ptr": i32, "seg_end_ptr": i32}},
+        },
+        "gstalker.kernels.blending": {
+            "_blend_fwd_kernel": {"constexprs": {"C": 3, "CP": 4, "BATCH": 32}, "pointers": {"ranges_ptr": i32, "isect_ptr": i32}},
+            "_blend_bwd_kernel": {"constexprs": {"C": 3, "CP": 4, "BATCH": 32}, "pointers": {"ranges_ptr": i32, "isect_ptr": i32}},
+        },
+    }
+    for module, specs in kernels.items():
+        out = compile_for_gpu(module, specs, tmp_path, sm=sm)
+        assert out.count("compiled") == len(specs), out
