@@ -44,9 +44,9 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep the fitted model and workdir in this folder")
     args = ap.parse_args(argv)
 
-    import torch
+    import gstalker  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 
-    import gstalker
+    import torch
     from gstalker.api import GstalkerError, resolve_device
     from gstalker.evaluate import evaluate, format_table
 
