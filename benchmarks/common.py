@@ -6,7 +6,10 @@ import os
 import statistics
 import time
 
-import torch
+# as `import gstalker` does, before torch loads OpenMP: spinning threads stall on shared cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 
 def use_interpreter_without_gpu() -> None:

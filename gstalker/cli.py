@@ -154,8 +154,8 @@ def _user_warnings():
 @app.command()
 def fit(
     video: str = typer.Argument(..., help="The talking-head video (3-5 minutes of one person speaking)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Model file [default: VIDEO with .safetensors]."),
-    workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Cache, checkpoint and previews [default: VIDEO.gstalker/ beside the video]."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Model file (default: the video's name with .safetensors)."),
+    workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Cache, checkpoint and previews (default: VIDEO.gstalker/ beside the video)."),
     preset: str = typer.Option("fast", "--preset", help="smoke (minutes on a CPU), fast (about 15 min on a GPU) or paper."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Total iterations of both stages (overrides the preset)."),
     size: Optional[int] = typer.Option(None, "--size", help="Side of the square frames, pixels (overrides the preset)."),

@@ -177,6 +177,7 @@ def build_model(data: TrainData, settings: FitSettings, feature_meta: dict, gene
     config.update(size=[data.height, data.width], audio=feature_meta, torso_bounds=bounds)
     model = TalkerModel(config, GaussianModel(head, torso), data.K, view, data.background,
                         data.viewmats[data.train_ids.to(data.viewmats.device)], data.eyes[data.train_ids.to(data.eyes.device)])
+    model.smoother.standardize_output_(data.audio[data.train_ids.to(data.audio.device)].cpu())
     return model.to(data.device)
 
 

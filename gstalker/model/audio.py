@@ -75,6 +75,18 @@ class AudioSmoother(nn.Module):
         x = self.conv(windows.transpose(1, 2))  # [B, 64, ceil(W / 16)]
         return self.fc(x.mean(dim=2))  # any W: average what is left of the time axis
 
+    @torch.no_grad()
+    def standardize_output_(self, windows: torch.Tensor) -> None:
+        """Data-dependent init: rescale the last layer so the codes of `windows` [T, W, D] (a
+        training clip) have zero mean and unit variance per dimension. At PyTorch's default init
+        the codes of a whole clip varied by ~1% of their size, so the deformation fields saw
+        almost the same condition for every frame and learned lip motion only very slowly."""
+        codes = self.encode(windows)
+        mean, std = codes.mean(0), codes.std(0).clamp_min(1e-6)
+        last = self.fc[-1]
+        last.weight.div_(std[:, None])
+        last.bias.sub_(mean).div_(std)
+
     def attention_weights(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, A, code_dim] -> weights [B, A], positive, summing to 1 over A."""
         if codes.dim() != 3 or codes.shape[1:] != (self.att_window, self.code_dim):
