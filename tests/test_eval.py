@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from gstalker import evaluate as ev
 from gstalker.cli import app
+from cli_errors import one_line_error
 
 runner = CliRunner()
 
@@ -241,33 +242,25 @@ def test_flagged_tail_frames_are_rendered_but_not_scored(tiny, tmp_path):
         assert sum(1 for _ in c.decode(video=0)) == 3, "the video keeps every frame, in step with the audio"
 
 
-def _one_line_error(result, *words):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.startswith("gstalker: error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-
-
 def test_eval_bad_inputs(tiny, tmp_path):
     m, wd = str(tiny["model"]), str(tiny["workdir"])
     out = str(tmp_path / "r.json")
-    _one_line_error(runner.invoke(app, ["eval", str(tmp_path / "none.safetensors"), "-w", wd, "-o", out]),
+    one_line_error(runner.invoke(app, ["eval", str(tmp_path / "none.safetensors"), "-w", wd, "-o", out]),
                     "no such model file")
-    _one_line_error(runner.invoke(app, ["eval", m, "-w", str(tmp_path), "-o", out]), "not a preprocessing workdir")
-    _one_line_error(runner.invoke(app, ["eval", m, "-w", str(tmp_path / "nowhere"), "-o", out]), "does not exist")
+    one_line_error(runner.invoke(app, ["eval", m, "-w", str(tmp_path), "-o", out]), "not a preprocessing workdir")
+    one_line_error(runner.invoke(app, ["eval", m, "-w", str(tmp_path / "nowhere"), "-o", out]), "does not exist")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "meta.json").write_text("{}")
-    _one_line_error(runner.invoke(app, ["eval", m, "-w", str(tmp_path / "broken"), "-o", out]),
+    one_line_error(runner.invoke(app, ["eval", m, "-w", str(tmp_path / "broken"), "-o", out]),
                     "not a complete preprocessing workdir")
     small = write_workdir(tmp_path / "small", n=12, size=32)
-    _one_line_error(runner.invoke(app, ["eval", m, "-w", str(small), "-o", out]), "48x48", "32x32")
+    one_line_error(runner.invoke(app, ["eval", m, "-w", str(small), "-o", out]), "48x48", "32x32")
     other = write_workdir(tmp_path / "other", n=12, size=48, seed=1)
-    _one_line_error(runner.invoke(app, ["eval", m, "-w", str(other), "-o", out]), "not fitted on")
-    _one_line_error(runner.invoke(app, ["eval", m, "-w", wd, "-o", out, "--max-frames", "0"]), "--max-frames")
-    _one_line_error(runner.invoke(app, ["eval", m, "-w", wd, "-o", str(tmp_path / "nodir" / "r.json")]),
+    one_line_error(runner.invoke(app, ["eval", m, "-w", str(other), "-o", out]), "not fitted on")
+    one_line_error(runner.invoke(app, ["eval", m, "-w", wd, "-o", out, "--max-frames", "0"]), "--max-frames")
+    one_line_error(runner.invoke(app, ["eval", m, "-w", wd, "-o", str(tmp_path / "nodir" / "r.json")]),
                     "does not exist")
-    _one_line_error(runner.invoke(app, ["eval", m, "-w", wd, "-o", str(tmp_path)]), "is a directory")
+    one_line_error(runner.invoke(app, ["eval", m, "-w", wd, "-o", str(tmp_path)]), "is a directory")
     assert not (tmp_path / "r.json").exists()
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from gstalker.cli import app
 from gstalker.preprocess import PreprocessError, PreprocessWarning, preprocess
 from gstalker.preprocess.video import iter_frames, probe
+from cli_errors import one_line_error
 
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision")
@@ -71,12 +72,7 @@ def make_clip(path: Path, seconds: float = 3.0, fps: float = 25, size=(96, 64), 
 
 
 def _cli_error(args, name):
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.output.splitlines() if ln.startswith("gstalker: error:")]
-    assert len(lines) == 1, res.output
-    assert name in lines[0], lines[0]
-    return lines[0]
+    return one_line_error(runner.invoke(app, args), name)
 
 
 # ---------------------------------------------------------------------------------- stream handling

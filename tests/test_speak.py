@@ -13,6 +13,7 @@ import gstalker
 from gstalker.audio import save_wav
 from gstalker.cli import app
 from gstalker.train import FitSettings, Trainer, TrainData
+from cli_errors import one_line_error
 from synthetic import SyntheticClip
 
 runner = CliRunner()
@@ -71,42 +72,34 @@ def test_api_frames_longer_audio_and_still_poses(model_path):
     assert one.shape == (32, 32, 3) and float(one.min()) >= 0 and float(one.max()) <= 1
 
 
-def _one_line_error(result, *words):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.startswith("gstalker: error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-
-
 def test_speak_bad_models(model_path, speech, tmp_path):
     out = str(tmp_path / "o.mp4")
-    _one_line_error(runner.invoke(app, ["speak", str(tmp_path / "none.safetensors"), str(speech), "-o", out]), "no such model file")
+    one_line_error(runner.invoke(app, ["speak", str(tmp_path / "none.safetensors"), str(speech), "-o", out]), "no such model file")
     data = model_path.read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 3])
-    _one_line_error(runner.invoke(app, ["speak", str(tmp_path / "cut.safetensors"), str(speech), "-o", out]), "cut.safetensors", "truncated")
+    one_line_error(runner.invoke(app, ["speak", str(tmp_path / "cut.safetensors"), str(speech), "-o", out]), "cut.safetensors", "truncated")
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
-    _one_line_error(runner.invoke(app, ["speak", str(tmp_path / "other.safetensors"), str(speech), "-o", out]), "not a gstalker")
+    one_line_error(runner.invoke(app, ["speak", str(tmp_path / "other.safetensors"), str(speech), "-o", out]), "not a gstalker")
     save_file({"x": torch.zeros(2)}, str(tmp_path / "new.safetensors"), metadata={"gstalker": json.dumps({"format_version": 99})})
-    _one_line_error(runner.invoke(app, ["speak", str(tmp_path / "new.safetensors"), str(speech), "-o", out]), "newer gstalker")
+    one_line_error(runner.invoke(app, ["speak", str(tmp_path / "new.safetensors"), str(speech), "-o", out]), "newer gstalker")
     assert not (tmp_path / "o.mp4").exists()
 
 
 def test_speak_bad_audio_and_outputs(model_path, speech, tmp_path):
     m = str(model_path)
     out = str(tmp_path / "o.mp4")
-    _one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "missing.wav"), "-o", out]), "missing.wav")
+    one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "missing.wav"), "-o", out]), "missing.wav")
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + bytes(range(256)) * 4)
-    _one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "corrupt.wav"), "-o", out]), "corrupt.wav")
+    one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "corrupt.wav"), "-o", out]), "corrupt.wav")
     (tmp_path / "empty.wav").write_bytes(b"")
-    _one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "empty.wav"), "-o", out]), "empty.wav")
+    one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "empty.wav"), "-o", out]), "empty.wav")
     save_wav(tmp_path / "blip.wav", np.zeros(300, np.float32), 16000)
-    _one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "blip.wav"), "-o", out]), "shorter than one video frame")
-    _one_line_error(runner.invoke(app, ["speak", m, str(speech), "-o", str(tmp_path / "nodir" / "o.mp4")]), "does not exist")
+    one_line_error(runner.invoke(app, ["speak", m, str(tmp_path / "blip.wav"), "-o", out]), "shorter than one video frame")
+    one_line_error(runner.invoke(app, ["speak", m, str(speech), "-o", str(tmp_path / "nodir" / "o.mp4")]), "does not exist")
     if not torch.cuda.is_available():
-        _one_line_error(runner.invoke(app, ["speak", m, str(speech), "-o", out, "--device", "cuda"]), "no CUDA GPU")
+        one_line_error(runner.invoke(app, ["speak", m, str(speech), "-o", out, "--device", "cuda"]), "no CUDA GPU")
     assert not (tmp_path / "o.mp4").exists()
 
 
