@@ -23,10 +23,6 @@ app = typer.Typer(
 )
 
 
-class UserError(Exception):
-    """A problem with the user's input or environment, reported as one line and exit code 2."""
-
-
 def fail(message: str) -> None:
     typer.echo(f"gstalker: error: {message}", err=True)
     raise typer.Exit(code=2)
@@ -59,7 +55,7 @@ def demo(
 
     try:
         paths = render_demo(out, size=size, views=views, device=device)
-    except (ValueError, UserError) as e:
+    except ValueError as e:
         fail(str(e))
     for p in paths:
         typer.echo(p)
@@ -106,26 +102,17 @@ def preprocess(
 ) -> None:
     """Turn a video into frames, masks, head poses, landmarks and audio features (cached in --workdir)."""
     import json
-    import warnings
 
     from .preprocess import PreprocessError
     from .preprocess import preprocess as run_preprocess
 
-    from .preprocess import PreprocessWarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, PreprocessWarning):
-            typer.echo(f"gstalker: warning: {message}", err=True)
-
-    with warnings.catch_warnings(), _quiet_native_logs():
-        warnings.simplefilter("always", PreprocessWarning)
-        warnings.showwarning = show
+    with _user_warnings(), _quiet_native_logs():
         try:
             wd = run_preprocess(
                 video, workdir, size=size, audio_features=audio_features, start=start, end=end,
                 force=force, progress=True,
             )
-        except (PreprocessError, UserError) as e:
+        except PreprocessError as e:
             fail(str(e))
     meta = json.loads((wd / "meta.json").read_text())
     typer.echo(
@@ -177,7 +164,7 @@ def fit(
             path = run_fit(video, out, preset=preset, workdir=workdir, iters=iters, size=size,
                            audio_features=audio_features, device=device, resume=resume, seed=seed, lpips=lpips,
                            start=start, end=end, progress=True)
-        except (GstalkerError, PreprocessError, UserError) as e:
+        except (GstalkerError, PreprocessError) as e:
             fail(str(e))
         except KeyboardInterrupt:
             wd = workdir or str(Path(video).with_name(Path(video).stem + ".gstalker"))
@@ -209,7 +196,7 @@ def speak(
         try:
             talker = load(model, device=device)
             path = talker.speak(audio, out=out, poses=poses, crf=crf, progress=True)
-        except (GstalkerError, UserError) as e:
+        except GstalkerError as e:
             fail(str(e))
     typer.echo(f"{path}: rendered at {talker.last_render_fps:.1f} frames/s (encoding excluded)")
 
@@ -233,7 +220,7 @@ def eval_(
     with _user_warnings(), _quiet_native_logs():
         try:
             report = evaluate(model, workdir, out=out, video=video, device=device, max_frames=max_frames, progress=True)
-        except (GstalkerError, UserError) as e:
+        except GstalkerError as e:
             fail(str(e))
         except KeyboardInterrupt:
             typer.echo("gstalker: interrupted; nothing written", err=True)

@@ -111,9 +111,12 @@ if HAS_TRITON:
         if CULL:
             mx = tl.load(means2d_ptr + offs * 2 + 0, mask=m, other=0.0)
             my = tl.load(means2d_ptr + offs * 2 + 1, mask=m, other=0.0)
+            # culled Gaussians have zero conics (and no tiles): keep their lanes finite
             A = tl.load(conics_ptr + offs * 3 + 0, mask=m, other=1.0)
+            A = tl.where(A > 0, A, 1.0)
             B = tl.load(conics_ptr + offs * 3 + 1, mask=m, other=0.0)
             C = tl.load(conics_ptr + offs * 3 + 2, mask=m, other=1.0)
+            C = tl.where(C > 0, C, 1.0)
             q_max = 2.0 * tl.log(255.0 * tl.load(opac_ptr + offs, mask=m, other=1.0)) + 1e-3
         else:
             mx = tl.zeros_like(offs.to(tl.float32))
