@@ -73,12 +73,17 @@ def fit(
     """
     from .data import PreprocessedVideo
     from .preprocess import preprocess
-    from .train import CHECKPOINT, FitSettings, Trainer, TrainData, checkpoint_settings, run_training
+    from .train import CHECKPOINT, FitSettings, LpipsLoss, Trainer, TrainData, checkpoint_settings, run_training
 
     video = Path(video)
     if lpips not in ("off", "on", "require"):
         raise GstalkerError(f"--lpips must be off, on or require, got {lpips!r}")
     dev = resolve_device(device)
+    if lpips == "require":  # before hours of preprocessing and training, not after
+        try:
+            LpipsLoss("require", "cpu")
+        except RuntimeError as e:
+            raise GstalkerError(str(e)) from None
     try:
         settings = FitSettings.from_preset(preset, iters=iters, size=size, audio_features=audio_features,
                                            seed=seed, lpips=lpips)

@@ -97,3 +97,15 @@ def test_fit_refuses_an_unwritable_output_before_training(smoke_model, tmp_path)
     assert result.exit_code == 2 and "no checkpoint" in result.output
     result = runner.invoke(app, ["fit", str(tmp_path), "-o", str(tmp_path / "m.safetensors"), "--preset", "smoke"])
     assert result.exit_code == 2 and "directory" in result.output
+
+
+def test_fit_lpips_require_fails_early_when_weights_are_missing(tmp_path):
+    from gstalker.train import LpipsLoss
+
+    try:
+        LpipsLoss("require", "cpu")
+        pytest.skip("AlexNet weights are available here")
+    except RuntimeError:
+        pass
+    result = runner.invoke(app, ["fit", str(tmp_path / "any.mp4"), "-o", str(tmp_path / "m.safetensors"), "--lpips", "require"])
+    assert result.exit_code == 2 and "--lpips require" in result.output and "Traceback" not in result.output
