@@ -157,8 +157,9 @@ def mean_frame_psnr(data, limit: int = 200) -> float:
     return float(sum(psnr(mean, data.frame(i)[0]) for i in val) / len(val))
 
 
-def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto") -> "Talker":
-    """Read a model file written by `fit` (no workdir needed) onto `device`: a `Talker`."""
+def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto", size: int | None = None) -> "Talker":
+    """Read a model file written by `fit` (no workdir needed) onto `device`: a `Talker`.
+    `size`: render square frames of this side instead of the training size."""
     from .serialization import ModelFileError
     from .talker import TalkerModel
 
@@ -167,6 +168,10 @@ def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto") -
         model, meta = TalkerModel.load(path, dev)
     except ModelFileError as e:
         raise GstalkerError(str(e)) from None
+    if size is not None:
+        if not 16 <= size <= 4096:
+            raise GstalkerError(f"--size must be between 16 and 4096 pixels, got {size}")
+        model.resize_(size, size)
     return Talker(model.eval(), meta, backend=backend)
 
 

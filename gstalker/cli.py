@@ -185,6 +185,7 @@ def speak(
     out: str = typer.Option(..., "--out", "-o", help="The mp4 to write (replaced if it exists)."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     poses: str = typer.Option("playback", "--poses", help="playback (training poses back and forth) or still."),
+    size: Optional[int] = typer.Option(None, "--size", help="Side of the output frames, pixels (default: the training size)."),
     crf: int = typer.Option(18, "--crf", help="H.264 quality: lower is better and larger (0-51)."),
 ) -> None:
     """Make the model's person say AUDIO: a lip-synced mp4 with the audio muxed in."""
@@ -194,7 +195,7 @@ def speak(
         fail(f"--crf must be between 0 and 51, got {crf}")
     with _user_warnings():
         try:
-            talker = load(model, device=device)
+            talker = load(model, device=device, size=size)
             path = talker.speak(audio, out=out, poses=poses, crf=crf, progress=True)
         except GstalkerError as e:
             fail(str(e))

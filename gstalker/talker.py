@@ -72,6 +72,19 @@ class TalkerModel(nn.Module):
         return self.K.device
 
     @torch.no_grad()
+    def resize_(self, width: int, height: int) -> "TalkerModel":
+        """Render at width x height from now on: the intrinsics scale with the image (the same
+        view, more or fewer pixels) and the background image is resampled."""
+        sx, sy = width / self.width, height / self.height
+        self.K[0] *= sx
+        self.K[1] *= sy
+        bg = self.background.permute(2, 0, 1)[None]
+        bg = torch.nn.functional.interpolate(bg, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        self.background = bg[0].permute(1, 2, 0).contiguous()
+        self.config["size"] = [height, width]
+        return self
+
+    @torch.no_grad()
     def inference_cache(self) -> dict:
         """What does not change from frame to frame once training is over: the deformation fields'
         spatial first layers ([N, hidden] each). Pass it to `render` to skip the hash grids."""

@@ -118,3 +118,21 @@ def test_inference_cache_changes_nothing(model_path):
     with torch.no_grad():
         plain = talker.model.render(code, viewmat, eye)["image"].clamp(0, 1)
     torch.testing.assert_close(talker.render(code, viewmat, eye), plain, atol=1e-6, rtol=1e-5)
+
+
+def test_speak_at_another_size(model_path, speech, tmp_path):
+    out = tmp_path / "big.mp4"
+    save_wav(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)
+    result = runner.invoke(app, ["speak", str(model_path), str(tmp_path / "silence.wav"), "-o", str(out), "--size", "48",
+                                 "--poses", "still", "--crf", "0"])
+    assert result.exit_code == 0, result.output
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (48, 48)
+        big = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(np.float32)
+    small = gstalker.load(model_path, device="cpu").speak(np.zeros(16000, np.float32), poses="still")[0]
+    # the same view at 1.5x the pixels: downsampled back, it matches the training-size render
+    down = torch.nn.functional.interpolate(torch.tensor(big).permute(2, 0, 1)[None], size=(32, 32), mode="area")[0]
+    # (intrinsics left unscaled put this near 30 grey levels; scaled, it is about 1.5)
+    assert np.abs(down.permute(1, 2, 0).numpy() - small.astype(np.float32)).mean() < 5
+    one_line_error(runner.invoke(app, ["speak", str(model_path), str(speech), "-o", str(out), "--size", "4"]), "--size")
