@@ -345,18 +345,22 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, ids=None, limit: int | None = None) -> dict:
-        """Held-out PSNR (and the mean-training-frame baseline's) over `ids` (default: the held-out tail)."""
+        """Mean PSNR of the rendered frames `ids` (default: the held-out tail) against the real ones."""
         ids = self.data.val_ids if ids is None else ids
         if limit is not None and len(ids) > limit:
             ids = ids[torch.linspace(0, len(ids) - 1, limit).round().long()]
-        deform = self.stage == "deform" or self.step_count >= self.settings.static_iters
+        scores = [psnr(image, self.data.frame(i)[0]) for i, image in self._render_frames(ids.tolist())]
+        return {"psnr": float(np.mean(scores)) if scores else float("nan"), "frames": len(scores)}
+
+    def _render_frames(self, ids: list[int]):
+        """Yield (i, image [H, W, 3] in [0, 1]) for frames `ids` with their own poses, eyes and audio;
+        the deformation fields join once their stage has begun."""
+        deform = self.step_count > self.settings.static_iters
         codes = self.model.codes(self.data.audio) if deform else None
-        scores = []
-        for i in ids.tolist():
+        for i in ids:
             out = self.model.render(None if codes is None else codes[i], self.data.viewmats[i], self.data.eyes[i],
                                     deform=deform, backend=self.backend)
-            scores.append(psnr(out["image"].clamp(0, 1), self.data.frame(i)[0]))
-        return {"psnr": float(np.mean(scores)) if scores else float("nan"), "frames": len(scores)}
+            yield i, out["image"].clamp(0, 1)
 
     # -------------------------------------------------------------- previews and plots
 
@@ -367,14 +371,8 @@ class Trainer:
 
         ids = self.data.val_ids if len(self.data.val_ids) else self.data.train_ids
         ids = ids[torch.linspace(0, len(ids) - 1, n).round().long()].tolist()
-        deform = self.step_count > self.settings.static_iters
-        codes = self.model.codes(self.data.audio) if deform else None
-        top, bottom = [], []
-        for i in ids:
-            out = self.model.render(None if codes is None else codes[i], self.data.viewmats[i], self.data.eyes[i],
-                                    deform=deform, backend=self.backend)
-            top.append(out["image"].clamp(0, 1))
-            bottom.append(self.data.frame(i)[0])
+        top = [image for _, image in self._render_frames(ids)]
+        bottom = [self.data.frame(i)[0] for i in ids]
         grid = torch.cat([torch.cat(top, 1), torch.cat(bottom, 1)], 0)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_png((grid * 255).round().byte().permute(2, 0, 1).cpu(), str(path))

@@ -372,15 +372,14 @@ def preprocess(
         meta["stages_run"] = ran
         C.write_json(wd / C.META, meta)
     except BaseException:
-        torch.set_num_threads(threads)
-        prog.__exit__(None, None, None)
         if created:
             shutil.rmtree(wd, ignore_errors=True)
         else:
             C.clean_temp(wd)
         raise
-    torch.set_num_threads(threads)
-    prog.__exit__(None, None, None)
+    finally:
+        torch.set_num_threads(threads)
+        prog.__exit__(None, None, None)
     return wd
 
 
