@@ -117,6 +117,11 @@ class PreprocessedVideo(torch.utils.data.Dataset):
         """Masks of frame k as [H,W,3] float32 in [0,1]: channels head, torso, background (sum 1)."""
         return _decode(self.workdir / self._mask_fmt.format(k), png=True).float() / 255
 
+    def mouth(self, k: int) -> torch.Tensor:
+        """Frame k's high-resolution mouth crop [P,P,3] float32 in [0,1] (of the training-pixel box
+        tracks["mouth_boxes"][k]; only where preprocessing kept crops: meta["files"]["mouth"])."""
+        return _decode(self.workdir / self.meta["files"]["mouth"].format(k), png=False).float() / 255
+
     # ---------------------------------------------------------------- Dataset
     def __len__(self) -> int:
         return len(self.indices)

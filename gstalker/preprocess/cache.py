@@ -18,6 +18,7 @@ TRACKS = "tracks.safetensors"
 AUDIO = "audio.wav"
 FRAMES = "frames"  # frames/000000.jpg ...
 MASKS = "masks"  # masks/000000.png ...
+MOUTH = "mouth"  # mouth/000000.jpg ...: high-resolution mouth crops (preprocess.mouth)
 BACKGROUND = "background.png"
 PREVIEW = "preview.png"
 CACHE = "cache"  # stage results and stages.json

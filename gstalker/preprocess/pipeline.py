@@ -34,7 +34,7 @@ SAMPLE_RATE = 16000
 VAL_FRACTION = 0.1
 SHORT_VIDEO_S = 60.0
 MAX_LOST = 0.20
-STAGE_VERSIONS = {"decode": 2, "landmarks": 1, "pose": 2, "masks": 5, "features": 1}
+STAGE_VERSIONS = {"decode": 2, "landmarks": 1, "pose": 2, "masks": 5, "features": 2, "mouth": 1}  # features 2: loudness-normalised
 
 
 # ------------------------------------------------------------------------------- progress
@@ -88,7 +88,7 @@ def _stage_decode(video, info, wd, size, start, end, prog):
     task = prog.task("decode, crop", hint)
     n = 0
     # big sources are downscaled by FFmpeg before the RGB conversion, then cropped
-    f = size / crop.side if size < 0.8 * crop.side else 1.0
+    f = _decode_scale(crop.to_dict(), size)
     x0, y0, side = (int(round(v * f)) for v in (crop.x0, crop.y0, crop.side))
     for k, _, rgb in iter_frames(info, fps=FPS, start=start, end=end if math.isfinite(end) else None, scale=f):
         c = rgb[y0 : y0 + side, x0 : x0 + side]
@@ -198,6 +198,45 @@ def _stage_masks(wd, n, prog, max_bg_samples: int = 64):
     C.replace_dir(tmp, wd / C.MASKS)
     C.write_json(wd / C.CACHE / "masks.json", {"background_seen_fraction": float(seen.mean()),
                                                 "person_area": [round(float(a), 5) for a in area]})
+
+
+def _decode_scale(crop: dict, size: int) -> float:
+    """The factor FFmpeg scales the source by before the crop is cut (big sources)."""
+    return size / crop["side"] if size < 0.8 * crop["side"] else 1.0
+
+
+def _stage_mouth(video, info, wd, dec, size, start, end, prog):
+    """High-resolution mouth crops (see `gstalker.preprocess.mouth`): a second decode of the
+    video at the scale the crops need. Writes mouth/NNNNNN.jpg and cache/mouth.safetensors
+    (the boxes); nothing when the frames already have the resolution or the source has no more."""
+    from torchvision.io import encode_jpeg
+
+    from .eyelip import lip_boxes
+    from .mouth import MIN_GAIN, crop_gain, mouth_boxes, sample_crop
+
+    lm = C.load_tensors(wd / C.CACHE / "landmarks.safetensors")["landmarks3d"]
+    boxes = mouth_boxes(lip_boxes(lm, (size, size)), size)
+    crop, n = dec["crop"], dec["num_frames"]
+    gain = min(crop_gain(boxes), crop["side"] / size)
+    tmp = wd / f".{C.MOUTH}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    if gain >= MIN_GAIN:
+        fd = _decode_scale(crop, size)
+        x0d, y0d, sd = (int(round(v * fd)) for v in (crop["x0"], crop["y0"], crop["side"]))
+        fh = min(1.0, crop_gain(boxes) * size / crop["side"])
+        to_source = lambda u, v: ((x0d + u * sd / size) / fd * fh, (y0d + v * sd / size) / fd * fh)  # noqa: E731
+        task = prog.task("mouth crops", n)
+        for k, _, rgb in iter_frames(info, fps=FPS, start=start, end=end if math.isfinite(end) else None, scale=fh):
+            if k >= n:
+                break
+            patch = torch.from_numpy(sample_crop(rgb, boxes[k], to_source)).permute(2, 0, 1).contiguous()
+            (tmp / C.FRAME_NAME.format(k)).write_bytes(encode_jpeg(patch, quality=C.JPEG_QUALITY).numpy().tobytes())
+            task.advance()
+        task.done()
+    else:
+        boxes = boxes[:0]
+    C.replace_dir(tmp, wd / C.MOUTH)
+    C.save_tensors(wd / C.CACHE / "mouth.safetensors", {"mouth_boxes": boxes})
 
 
 def _features_file(wd, kind):
@@ -343,6 +382,15 @@ def preprocess(
             stages.mark("masks", fp_masks)
             ran.append("masks")
 
+        fp_mouth = C.fingerprint(fp_lm, STAGE_VERSIONS["mouth"])
+        if not stages.is_done("mouth", fp_mouth, wd / C.MOUTH, wd / C.CACHE / "mouth.safetensors"):
+            (wd / C.META).unlink(missing_ok=True)
+            t = time.perf_counter()
+            _stage_mouth(video, info, wd, dec, size, s0, e0, prog)
+            timings["mouth"] = time.perf_counter() - t
+            stages.mark("mouth", fp_mouth)
+            ran.append("mouth")
+
         if not stages.is_done(feat_stage, fp_feat, _features_file(wd, audio_features)):
             (wd / C.META).unlink(missing_ok=True)
             t = time.perf_counter()
@@ -416,6 +464,9 @@ def _assemble(video, wd, info, dec, size, s0, e0, kind, model_name, sha):
         "eye_area": eye_area,
         "template": template.astype(np.float32),
     }
+    mouth = C.load_tensors(wd / C.CACHE / "mouth.safetensors")["mouth_boxes"]
+    if len(mouth):  # high-resolution mouth crops were kept (mouth/NNNNNN.jpg)
+        tracks["mouth_boxes"] = mouth
     masks_info = json.loads((wd / C.CACHE / "masks.json").read_text())
     # frames to train on: face tracked and a person in view (fades, dips to white and cards lose
     # the person even where the face mesh still finds a face)
@@ -456,6 +507,7 @@ def _assemble(video, wd, info, dec, size, s0, e0, kind, model_name, sha):
         "background_seen_fraction": masks_info["background_seen_fraction"],
         "files": {"frames": f"{C.FRAMES}/{C.FRAME_NAME}", "masks": f"{C.MASKS}/{C.MASK_NAME}",
                   "mask_channels": ["head", "torso", "background"], "background": C.BACKGROUND,
-                  "audio": C.AUDIO, "tracks": C.TRACKS, "preview": C.PREVIEW},
+                  "audio": C.AUDIO, "tracks": C.TRACKS, "preview": C.PREVIEW,
+                  **({"mouth": f"{C.MOUTH}/{C.FRAME_NAME}"} if len(mouth) else {})},
     }
     return tracks, meta
