@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model holds audio_mean and audio_std (format 1 files load as identity)
 META_KEY = "gstalker"
 
 

@@ -57,6 +57,9 @@ class TalkerModel(nn.Module):
         self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32).clone())
         self.register_buffer("poses", torch.as_tensor(poses, dtype=torch.float32).clone())
         self.register_buffer("eyes", torch.as_tensor(eyes, dtype=torch.float32).clone())
+        dim = config["audio"]["dim"]
+        self.register_buffer("audio_mean", torch.zeros(dim))
+        self.register_buffer("audio_std", torch.ones(dim))
         self.torso.fit_pose_normalization(self.poses)
 
     @property
@@ -91,35 +94,56 @@ class TalkerModel(nn.Module):
         g = self.gaussians
         return {"face": self.face.spatial_hidden(g.head.means), "torso": self.torso.spatial_hidden(g.torso.means)}
 
-    def render(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, deform: bool = True,
-               backend: str = "auto", cache: dict | None = None) -> dict:
-        """One frame. code: [code_dim] smoothed audio code (None with deform=False), viewmat: [4, 4]
-        head pose, eye: scalar eye openness, cache: `inference_cache()` (inference only).
-
-        Returns a dict: image [H, W, 3] composited over the background; head_rgb, torso_rgb
-        [H, W, 3] (premultiplied) and head_alpha, torso_alpha [H, W, 1]; head_meta, torso_meta
-        (the rasterizer's meta, for densification).
-        """
+    def deform(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, cache: dict | None = None):
+        """The frame's Gaussians: (head, torso) keyword arguments for `rasterize`, the head deformed
+        by the audio code and eye, the torso by the head pose. code None: the static Gaussians."""
         g = self.gaussians
-        head_deltas = torso_deltas = None
-        if deform:
-            cache = cache or {}
-            head_deltas = self.face(g.head.means, code, torch.as_tensor(eye, device=self.device).reshape(1),
-                                    spatial_hidden=cache.get("face"))
-            torso_deltas = self.torso(g.torso.means, viewmat, spatial_hidden=cache.get("torso"))
-        W, H = self.width, self.height
-        head_rgb, head_alpha, head_meta = rasterize(**g.head.render_args(head_deltas), viewmat=viewmat, K=self.K,
-                                                    width=W, height=H, backend=backend)
-        torso_rgb, torso_alpha, torso_meta = rasterize(**g.torso.render_args(torso_deltas), viewmat=self.torso_viewmat,
-                                                       K=self.K, width=W, height=H, backend=backend)
-        behind = torso_rgb + (1 - torso_alpha) * self.background
+        if code is None:
+            return g.head.render_args(), g.torso.render_args()
+        cache = cache or {}
+        means = g.head.means.detach() if self.config.get("detach_deform_input", False) else g.head.means
+        head_deltas = self.face(means, code, torch.as_tensor(eye, device=self.device).reshape(1),
+                                spatial_hidden=cache.get("face"))
+        torso_deltas = self.torso(g.torso.means, viewmat, spatial_hidden=cache.get("torso"))
+        return g.head.render_args(head_deltas), g.torso.render_args(torso_deltas)
+
+    def rasterize(self, head: dict, torso: dict, viewmat: torch.Tensor, K: torch.Tensor | None = None,
+                  width: int | None = None, height: int | None = None, background: torch.Tensor | None = None,
+                  backend: str = "auto") -> dict:
+        """Render deformed Gaussians (`deform`) with the head pose `viewmat` and composite head over
+        torso over the background. K, width, height, background: another view of the same frame
+        (the trainer's high-resolution mouth patch); default the model's own camera and image.
+
+        Returns a dict: image [H, W, 3]; head_rgb, torso_rgb [H, W, 3] (premultiplied) and
+        head_alpha, torso_alpha [H, W, 1]; head_meta, torso_meta (the rasterizer's meta, for
+        densification)."""
+        K = self.K if K is None else K
+        W, H = (self.width, self.height) if width is None else (width, height)
+        background = self.background if background is None else background
+        head_rgb, head_alpha, head_meta = rasterize(**head, viewmat=viewmat, K=K, width=W, height=H, backend=backend)
+        torso_rgb, torso_alpha, torso_meta = rasterize(**torso, viewmat=self.torso_viewmat, K=K, width=W, height=H,
+                                                       backend=backend)
+        behind = torso_rgb + (1 - torso_alpha) * background
         image = head_rgb + (1 - head_alpha) * behind
         return {"image": image, "head_rgb": head_rgb, "head_alpha": head_alpha, "torso_rgb": torso_rgb,
                 "torso_alpha": torso_alpha, "head_meta": head_meta, "torso_meta": torso_meta}
 
+    def render(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, deform: bool = True,
+               backend: str = "auto", cache: dict | None = None) -> dict:
+        """One frame. code: [code_dim] smoothed audio code (None with deform=False), viewmat: [4, 4]
+        head pose, eye: scalar eye openness, cache: `inference_cache()` (inference only).
+        Returns `rasterize`'s dict."""
+        head, torso = self.deform(code if deform else None, viewmat, eye, cache)
+        return self.rasterize(head, torso, viewmat, backend=backend)
+
+    def normalize_audio(self, windows: torch.Tensor) -> torch.Tensor:
+        """Audio windows [..., W, D] as the training clip's per-dimension statistics standardise
+        them (`audio_mean`, `audio_std` [D]: identity for models from before they were stored)."""
+        return (windows.to(self.device) - self.audio_mean) / self.audio_std
+
     def codes(self, windows: torch.Tensor, smooth: bool = True) -> torch.Tensor:
         """Audio windows [T, W, D] of consecutive frames -> smoothed codes [T, code_dim]."""
-        return self.smoother.forward_sequence(windows.to(self.device), smooth=smooth)
+        return self.smoother.forward_sequence(self.normalize_audio(windows), smooth=smooth)
 
     # ------------------------------------------------------------------ the one-file model
 
@@ -148,7 +172,8 @@ class TalkerModel(nn.Module):
             sets[part] = Gaussians(**rows)
         model = cls(config, GaussianModel(sets["head"], sets["torso"]), tensors["K"], tensors["torso_viewmat"],
                     tensors["background"], tensors["poses"], tensors["eyes"])
-        model.load_state_dict(tensors)
+        missing = {"audio_mean", "audio_std"} - tensors.keys()  # format 1 files: no audio statistics
+        model.load_state_dict(tensors, strict=not missing)
         return model
 
     @classmethod

@@ -11,6 +11,7 @@ from .features import (
     WINDOW,
     FeatureModelError,
     extract_features,
+    normalize_loudness,
     feature_dim,
     feature_kinds,
     load_speech_model,
@@ -22,6 +23,6 @@ from .io import SAMPLE_RATE, AudioError, load_audio, save_wav
 
 __all__ = [
     "AudioError", "DEFAULT_MODELS", "FEATURE_RATE", "FeatureModelError", "SAMPLE_RATE", "WINDOW",
-    "extract_features", "feature_dim", "feature_kinds", "load_audio", "load_speech_model",
+    "extract_features", "feature_dim", "normalize_loudness", "feature_kinds", "load_audio", "load_speech_model",
     "register", "save_wav", "sequence_features", "windows",
 ]

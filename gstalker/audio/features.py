@@ -81,18 +81,43 @@ def windows(seq: np.ndarray, num_frames: int, window: int = WINDOW, fps: float =
     return np.ascontiguousarray(seq[idx], dtype=np.float32)
 
 
+SPEECH_LEVEL_DB = -20.0  # loudness every wave is brought to before features (dBFS, speech frames)
+
+
+def normalize_loudness(wave16k: np.ndarray, level_db: float = SPEECH_LEVEL_DB) -> np.ndarray:
+    """The wave scaled so its speech sits at `level_db` dBFS: the RMS over the louder half of its
+    20 ms frames (pauses and silence left out), so a quiet recording, a loud one and another
+    speaker reach the features at one level. Silence (no frame above -80 dBFS) is returned as is;
+    the gain is capped at +40 dB so noise is not blown up to speech level."""
+    wave16k = np.asarray(wave16k, dtype=np.float32).reshape(-1)
+    n = len(wave16k) // HOP
+    if n == 0:
+        return wave16k
+    rms = np.sqrt(np.mean(wave16k[:n * HOP].reshape(n, HOP).astype(np.float64) ** 2, axis=1))
+    loud = np.sort(rms)[n // 2:]
+    level = float(np.sqrt(np.mean(loud ** 2)))
+    if level < 1e-4:
+        return wave16k
+    gain = min(10 ** (level_db / 20) / level, 100.0)
+    return (wave16k * gain).astype(np.float32)
+
+
 def extract_features(
-    wave16k: np.ndarray, kind: str = "mel", num_frames: Optional[int] = None, fps: float = 25.0, **kw: Any
+    wave16k: np.ndarray, kind: str = "mel", num_frames: Optional[int] = None, fps: float = 25.0,
+    normalize: bool = True, **kw: Any
 ) -> np.ndarray:
     """Audio features for each video frame: [num_frames, 16, D] float32.
 
-    `num_frames` defaults to the number of whole 25 fps frames the audio covers. Extra keyword
-    arguments go to the extractor (`model=` a hub name, local folder or a loaded transformers
-    model for ``hubert``/``wav2vec2``; `device=`).
+    `num_frames` defaults to the number of whole 25 fps frames the audio covers. The wave is
+    first brought to a common speech loudness (`normalize_loudness`; `normalize=False` skips it).
+    Extra keyword arguments go to the extractor (`model=` a hub name, local folder or a loaded
+    transformers model for ``hubert``/``wav2vec2``; `device=`).
     """
     wave16k = np.asarray(wave16k, dtype=np.float32).reshape(-1)
     if num_frames is None:
         num_frames = int(len(wave16k) * fps // SAMPLE_RATE)
+    if normalize:
+        wave16k = normalize_loudness(wave16k)
     seq = sequence_features(wave16k, kind, **kw)
     return windows(seq, num_frames, WINDOW, fps)
 
