@@ -11,6 +11,7 @@ The CLI (`gstalker fit`, `gstalker speak`) is a thin layer over these functions.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -48,7 +49,7 @@ def _check_writable(folder: Path, what: str) -> None:
 def fit(
     video: str | os.PathLike,
     out: str | os.PathLike | None = None,
-    preset: str = "fast",
+    preset: str | None = None,
     workdir: str | os.PathLike | None = None,
     iters: int | None = None,
     size: int | None = None,
@@ -65,20 +66,26 @@ def fit(
 
     out: the model path (default: the video's name with `.safetensors`, beside it).
     workdir: preprocessing cache, checkpoint, previews and loss curve (default: `<video stem>.gstalker/`
-    beside the video). preset: "smoke" | "fast" | "paper"; `iters` (both stages, split in the
-    preset's ratio) and `size` override it. lpips: "off" | "on" (used when its weights are
+    beside the video). preset: "smoke" | "cpu" | "fast" | "paper", default `fast` on a CUDA GPU and
+    `cpu` elsewhere; `iters` (both stages, split in the preset's ratio) and `size` override it. lpips: "off" | "on" (used when its weights are
     available) | "require". start/end: trim the video (seconds). Returns the model path.
 
     Ctrl-C writes a checkpoint and raises KeyboardInterrupt; `resume=True` continues from it.
     """
     from .data import PreprocessedVideo
     from .preprocess import preprocess
-    from .train import CHECKPOINT, FitSettings, LpipsLoss, Trainer, TrainData, checkpoint_settings, run_training
+    from .train import (CHECKPOINT, FitSettings, LpipsLoss, Trainer, TrainData, checkpoint_settings, default_preset,
+                        run_training)
 
     video = Path(video)
     if lpips not in ("off", "on", "require"):
         raise GstalkerError(f"--lpips must be off, on or require, got {lpips!r}")
     dev = resolve_device(device)
+    if preset is None:
+        preset = default_preset(dev)
+        if progress is not False:
+            print(f"gstalker: preset {preset} ({'a CUDA GPU' if dev.type == 'cuda' else 'no CUDA GPU'}; "
+                  "--preset chooses another)", file=sys.stderr)
     if lpips == "require":  # before hours of preprocessing and training, not after
         try:
             LpipsLoss("require", "cpu")
@@ -106,9 +113,9 @@ def fit(
         if diff:
             raise GstalkerError(f"--resume: settings differ from the checkpoint's ({'; '.join(diff)}); "
                                 "use the original options or start afresh without --resume")
-    if dev.type == "cpu":
-        warnings.warn("training on the CPU (torch backends): fine for trying the tool with --preset smoke, "
-                      "far too slow for real models; use a CUDA GPU", stacklevel=2)
+    if dev.type == "cpu" and preset in ("fast", "paper"):
+        warnings.warn(f"--preset {preset} on the CPU (torch backends) runs for days; use a CUDA GPU, or --preset cpu",
+                      stacklevel=2)
 
     workdir = preprocess(video, workdir, size=settings.size, audio_features=audio_features, start=start, end=end,
                          progress=progress)

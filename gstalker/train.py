@@ -32,20 +32,33 @@ from .talker import DEFAULT_CONFIG, TalkerModel
 PRESETS = {
     # a few minutes on a 2-core CPU for a 15 s clip: for tests, examples and trying the tool
     "smoke": dict(size=128, static_iters=300, deform_iters=300, n_head=2000, n_torso=1500, max_gaussians=6000,
-                  densify_every=100, opacity_reset_every=0, preview_every=200, log2_table_size=12),
-    # the default: what about 15 minutes on an RTX 3090-class GPU allows
+                  densify_every=100, opacity_reset_every=0, preview_every=200, log2_table_size=12, mouth_weight=0.0),
+    # the best model two CPU cores make in about 45 minutes of `fit` on a 60-90 s clip: 128 px frames,
+    # the mouth learned from a 96 px patch of preprocessing's high-resolution crops (docs/training.md)
+    "cpu": dict(size=128, static_iters=1500, deform_iters=3000, n_head=2000, n_torso=1500, max_gaussians=8000,
+                densify_every=100, opacity_reset_every=0, preview_every=500, log2_table_size=14,
+                mouth_weight=1.0, mouth_px=96),
+    # the default on a CUDA GPU: what about 15 minutes on an RTX 3090-class GPU allows
     "fast": dict(size=512, static_iters=3000, deform_iters=30000, n_head=10000, n_torso=10000, max_gaussians=150000,
-                 densify_every=100, opacity_reset_every=3000, preview_every=2500, log2_table_size=14),
+                 densify_every=100, opacity_reset_every=3000, preview_every=2500, log2_table_size=14,
+                 mouth_weight=1.0, mouth_px=128),
     # the paper's schedule
     "paper": dict(size=512, static_iters=10000, deform_iters=100000, n_head=10000, n_torso=10000, max_gaussians=300000,
-                  densify_every=100, opacity_reset_every=3000, preview_every=5000, log2_table_size=14),
+                  densify_every=100, opacity_reset_every=3000, preview_every=5000, log2_table_size=14,
+                  mouth_weight=1.0, mouth_px=128),
 }
+
+
+def default_preset(device: torch.device) -> str:
+    """`fit` without --preset: `fast` on a CUDA GPU, `cpu` elsewhere (fast would run for days)."""
+    return "fast" if device.type == "cuda" else "cpu"
 
 # Gaussian learning rates (3DGS's, for logit colours); `means` is scaled by the scene extent and decays 100x
 GAUSSIAN_LR = {"means": 1.6e-4, "log_scales": 5e-3, "quats": 1e-3, "opacity_logits": 5e-2, "color_logits": 1e-2}
 # The paper gives 5e-3 for the hash grids and 1.6e-5 for the MLP; 1.6e-5 barely moves the MLP in a
 # short schedule, so the MLPs and the audio smoother get 5e-4.
 NETWORK_LR = {"tables": 5e-3, "other": 5e-4}
+NETWORK_LR_FINAL = 0.1  # share of the network learning rates left at the end of the run
 LOSS_WEIGHTS = {"mask": 0.1, "lpips": 0.05, "lip": 0.5}
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -104,6 +117,15 @@ class TrainData:
         self.train_ids = ids[:self.val_start][ok[:self.val_start]]
         self.val_ids = ids[self.val_start:][ok[self.val_start:]]
         self.device = device
+        # per-dimension statistics of the training frames' audio features: the model standardises
+        # every input with them, at training and at speak time
+        train_audio = self.audio[self.train_ids.to(self.audio.device)]
+        self.audio_mean = train_audio.mean(dim=(0, 1))
+        self.audio_std = train_audio.std(dim=(0, 1)).clamp_min(1e-3)
+        # high-resolution mouth crops (preprocess.mouth), when preprocessing kept them
+        boxes = video.tracks.get("mouth_boxes") if hasattr(video, "tracks") else None
+        self.mouth_boxes = None if boxes is None or len(boxes) != n else torch.as_tensor(boxes, dtype=torch.float32)
+        self._mouth_cache: dict[int, torch.Tensor] = {}
         self._cache: dict[int, torch.Tensor] = {}
         budget = 6 * 2**30 if device.type == "cuda" else 3 * 2**30
         self._keep = n * self.height * self.width * 5 <= budget
@@ -118,6 +140,27 @@ class TrainData:
                 self._cache[i] = item
         x = item.float() / 255
         return x[..., :3], x[..., 3:4], x[..., 4:5]
+
+    def mouth(self, i: int, px: int):
+        """Frame i's mouth box at px x px: (crop [px, px, 3], head mask [px, px, 1]), floats in
+        [0, 1]; the crop from preprocessing's high-resolution mouth crops, the mask resampled
+        from the frame's head mask. Cached as uint8."""
+        item = self._mouth_cache.get(i)
+        if item is None:
+            crop = self.video.mouth(i).permute(2, 0, 1)[None]
+            if crop.shape[-1] != px:
+                crop = F.interpolate(crop, size=(px, px), mode="bilinear", antialias=True, align_corners=False)
+            box = self.mouth_boxes[i]
+            t = (torch.arange(px) + 0.5) / px
+            u = (box[0] + t * (box[2] - box[0])) / self.width * 2 - 1
+            v = (box[1] + t * (box[3] - box[1])) / self.height * 2 - 1
+            grid = torch.stack(torch.meshgrid(v, u, indexing="ij")[::-1], -1)[None]
+            head = self.frame(i)[1].cpu().permute(2, 0, 1)[None]
+            head = F.grid_sample(head, grid, align_corners=False)
+            item = (torch.cat([crop, head], 1)[0].permute(1, 2, 0) * 255).round().to(torch.uint8).to(self.device)
+            self._mouth_cache[i] = item
+        x = item.float() / 255
+        return x[..., :3], x[..., 3:4]
 
     def windows(self, i: int, att_window: int) -> torch.Tensor:
         """Audio windows of frame i's attention neighbours: [1, A, W, D]."""
@@ -174,10 +217,13 @@ def build_model(data: TrainData, settings: FitSettings, feature_meta: dict, gene
             torso.color_logits.shape, generator=generator)
     config = json.loads(json.dumps(DEFAULT_CONFIG))
     config["encoder"]["log2_table_size"] = sched["log2_table_size"]
-    config.update(size=[data.height, data.width], audio=feature_meta, torso_bounds=bounds)
+    # the deformation field reads canonical positions without pushing them (Deformable 3D Gaussians)
+    config.update(size=[data.height, data.width], audio=feature_meta, torso_bounds=bounds, detach_deform_input=True)
     model = TalkerModel(config, GaussianModel(head, torso), data.K, view, data.background,
                         data.viewmats[data.train_ids.to(data.viewmats.device)], data.eyes[data.train_ids.to(data.eyes.device)])
-    model.smoother.standardize_output_(data.audio[data.train_ids.to(data.audio.device)].cpu())
+    model.audio_mean.copy_(data.audio_mean.cpu())
+    model.audio_std.copy_(data.audio_std.cpu())
+    model.smoother.standardize_output_(model.normalize_audio(data.audio[data.train_ids.to(data.audio.device)].cpu()))
     return model.to(data.device)
 
 
@@ -276,15 +322,27 @@ class Trainer:
         for grp in self.gauss_opt.param_groups:
             if grp["name"].endswith("means"):
                 grp["lr"] = grp["initial_lr"] * math.exp(t * math.log(0.01))
+        # networks: exponential decay to NETWORK_LR_FINAL of their rate over the deformation stage
+        td = min(1.0, max(0, self.step_count - self.settings.static_iters) / max(1, self.settings.deform_iters))
+        for grp in self.net_opt.param_groups:
+            grp["lr"] = NETWORK_LR[grp["name"]] * math.exp(td * math.log(NETWORK_LR_FINAL))
 
-    def loss(self, i: int, out: dict, deform: bool):
+    def loss(self, i: int, out: dict, deform: bool, mouth: dict | None = None):
+        """L1 + mask on the frame; in the deformation stage the lip term: L1 (and LPIPS when
+        available) on the high-resolution mouth patch when there is one, else on the lip box."""
         image, head_mask, torso_mask = self.data.frame(i)
         l1 = (out["image"] - image).abs().mean()
         outside_head = 1 - head_mask
         mask = (out["head_alpha"] - head_mask).abs().mean() + \
             ((out["torso_alpha"] - torso_mask).abs() * outside_head).mean()
         loss = l1 + LOSS_WEIGHTS["mask"] * mask
-        if deform:
+        if mouth is not None:
+            crop, head = self.data.mouth(i, mouth["image"].shape[0])
+            err = ((mouth["image"] - crop).abs() * head).sum() / (head.sum() * 3).clamp_min(1)
+            loss = loss + self.sched["mouth_weight"] * err
+            if deform and self.lpips.net is not None:
+                loss = loss + LOSS_WEIGHTS["lpips"] * self.lpips(mouth["image"] * head, crop * head)
+        elif deform:
             rows, cols = _box(self.data.lip_boxes[i], self.data.height, self.data.width)
             loss = loss + LOSS_WEIGHTS["lip"] * (out["image"][rows, cols] - image[rows, cols]).abs().mean()
             if self.lpips.net is not None:
@@ -293,7 +351,22 @@ class Trainer:
         return loss, image
 
     def code(self, i: int):
-        return self.model.smoother(self.data.windows(i, self.model.smoother.att_window))[0]
+        windows = self.model.normalize_audio(self.data.windows(i, self.model.smoother.att_window))
+        return self.model.smoother(windows)[0]
+
+    def render_mouth(self, i: int, head: dict) -> dict | None:
+        """The frame's deformed head Gaussians rendered onto its mouth box at `mouth_px` pixels a
+        side (None when preprocessing kept no crops). Only the head: the loss is weighted by the
+        head mask, so the torso (chin shadow, collar) need not be drawn here."""
+        if self.data.mouth_boxes is None or not self.sched.get("mouth_weight", 0):
+            return None
+        from .kernels import rasterize
+        from .preprocess.mouth import mouth_intrinsics
+
+        px = self.sched.get("mouth_px", 96)
+        K = mouth_intrinsics(self.data.K, self.data.mouth_boxes[i], px)
+        rgb, alpha, meta = rasterize(**head, viewmat=self.data.viewmats[i], K=K, width=px, height=px, backend=self.backend)
+        return {"image": rgb, "head_alpha": alpha, "head_meta": meta}
 
     def step(self) -> tuple[float, float]:
         """One iteration: returns (loss, psnr of the rendered frame)."""
@@ -302,14 +375,23 @@ class Trainer:
         i = int(ids[torch.randint(len(ids), (1,), generator=self.gen)])
         self._update_lr()
         code = self.code(i) if deform else None
-        out = self.model.render(code, self.data.viewmats[i], self.data.eyes[i], deform=deform, backend=self.backend)
+        viewmat = self.data.viewmats[i]
+        head, torso = self.model.deform(code, viewmat, self.data.eyes[i])
+        out = self.model.rasterize(head, torso, viewmat, backend=self.backend)
+        mouth = self.render_mouth(i, head)
         out["head_meta"]["means2d"].retain_grad()
         out["torso_meta"]["means2d"].retain_grad()
-        loss, image = self.loss(i, out, deform)
+        if mouth is not None:
+            mouth["head_meta"]["means2d"].retain_grad()
+        loss, image = self.loss(i, out, deform, mouth)
         self.gauss_opt.zero_grad(set_to_none=True)
         self.net_opt.zero_grad(set_to_none=True)
         loss.backward()
-        self._density_stats(out)
+        self._density_stats(out, (self.data.width, self.data.height))
+        if mouth is not None:
+            box = self.data.mouth_boxes[i]
+            side = mouth["image"].shape[0]
+            self._density_stats(mouth, (side, side), radius_scale=float(box[2] - box[0]) / side, parts=("head",))
         self.gauss_opt.step()
         if deform:
             self.net_opt.step()
@@ -319,13 +401,15 @@ class Trainer:
         self.history.append([self.step_count, *value])
         return value
 
-    def _density_stats(self, out):
-        scale = torch.tensor([self.data.width / 2, self.data.height / 2], device=self.data.device)
-        for part in ("head", "torso"):
+    def _density_stats(self, out, size, radius_scale: float = 1.0, parts=("head", "torso")):
+        """3DGS's statistics from one rendered view of `size` (width, height) pixels; its radii
+        count in training-frame pixels (`radius_scale` per view pixel) for the screen-size prune."""
+        scale = torch.tensor([size[0] / 2, size[1] / 2], device=self.data.device)
+        for part in parts:
             meta = out[f"{part}_meta"]
             grad = meta["means2d"].grad
             if grad is not None:
-                getattr(self.model.gaussians, part).add_densification_stats(grad * scale, meta["radii"])
+                getattr(self.model.gaussians, part).add_densification_stats(grad * scale, meta["radii"] * radius_scale)
 
     def _density_control(self):
         s, sched = self.step_count, self.sched
@@ -339,7 +423,9 @@ class Trainer:
                 gs.densify_and_prune(self.gauss_opt, grad_threshold=grad_threshold, scene_extent=extent,
                                      generator=self.gen)
         reset = sched["opacity_reset_every"]
-        if reset and s < until and s % reset == 0:
+        # only while the Gaussians are static: a reset in the deformation stage makes the head
+        # transparent while the audio field is learning
+        if reset and s < self.settings.static_iters and s % reset == 0:
             g.head.reset_opacity(self.gauss_opt)
             g.torso.reset_opacity(self.gauss_opt)
 

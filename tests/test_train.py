@@ -98,7 +98,7 @@ def test_settings_from_preset():
     assert (s.size, s.static_iters, s.deform_iters) == (128, 300, 300)
     s = FitSettings.from_preset("paper", iters=1100, size=256)
     assert (s.static_iters, s.deform_iters, s.size) == (100, 1000, 256)
-    with pytest.raises(ValueError, match="--preset must be one of smoke, fast, paper"):
+    with pytest.raises(ValueError, match="--preset must be one of smoke, cpu, fast, paper"):
         FitSettings.from_preset("best")
     with pytest.raises(ValueError, match="--size must be between"):
         FitSettings.from_preset("fast", size=8)
