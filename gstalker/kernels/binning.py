@@ -290,3 +290,19 @@ def bin_tiles(means2d, radii, depths, width, height, backend="torch", conics=Non
         if backend == "torch":
             return bin_tiles_torch(means2d, radii, depths, width, height, conics, opacities)
         return bin_tiles_triton(means2d, radii, depths, width, height, conics, opacities)
+
+
+def gpu_launches():
+    """The binning launches as made on CUDA (see `_backend.Launch`)."""
+    from ._backend import Launch
+
+    i32 = "*i32"
+    return [
+        Launch("_tile_count_kernel", {"BLOCK": 128, "CULL": True}, 4, {"rect_ptr": i32, "tile_counts_ptr": i32}),
+        Launch("_tile_scatter_kernel", {"BLOCK": 128, "CULL": True}, 4,
+               {"rect_ptr": i32, "depth_bits_ptr": i32, "cursor_ptr": i32, "keys_ptr": "*i64"}),
+        Launch("_block_sort_kernel", {"BLOCK": SORT_BLOCK}, 4,
+               {"keys_ptr": "*i64", "ranges_ptr": i32, "block_tile_ptr": i32, "block_start_ptr": i32}),
+        Launch("_merge_kernel", {"BLOCK": 1024}, 4,
+               {"src_ptr": "*i64", "dst_ptr": "*i64", "seg_start_ptr": i32, "seg_end_ptr": i32}),
+    ]

@@ -374,3 +374,10 @@ def blend(means2d, conics, opacities, colors, background, isect_ids, tile_ranges
         None if background is None else background.contiguous(),
         isect_ids.contiguous(), tile_ranges.contiguous(), width, height,
     )
+
+
+def gpu_launches():
+    from ._backend import Launch
+
+    t = {"ranges_ptr": "*i32", "isect_ptr": "*i32"}
+    return [Launch(k, {"C": 3, "CP": 4, "BATCH": 32}, 4, t) for k in ("_blend_fwd_kernel", "_blend_bwd_kernel")]

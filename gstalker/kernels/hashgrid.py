@@ -402,3 +402,12 @@ class TriPlaneEncoder(nn.Module):
             f"levels={self.n_levels}, features={self.n_features}, table_size={self.table_size}, "
             f"resolutions={self.resolutions[0]}->{self.resolutions[-1]}"
         )
+
+
+def gpu_launches():
+    from ._backend import Launch
+
+    c = {"T": 16384, "F": 1, "P": 3, "BLOCK_M": 128, "BLOCK_L": 16}
+    t = {"axes_ptr": "*i32", "res_ptr": "*i32"}
+    return [Launch("_hashgrid_fwd_kernel", c, 4, t),
+            Launch("_hashgrid_bwd_kernel", {**c, "NEED_TABLE": True, "NEED_COORDS": True}, 4, t)]
