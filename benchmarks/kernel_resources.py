@@ -106,13 +106,14 @@ def compile_launch(module, launch, sm: int, loaded: bool = False) -> dict:
     return row
 
 
-def all_rows(sms=(86, 90), loaded: bool = False) -> list[dict]:
+def all_rows(sms=(86, 90), loaded: bool = False, only: str = "") -> list[dict]:
     rows = []
     for sm in sms:
         for name in MODULES:
             module = importlib.import_module(name)
             for launch in module.gpu_launches():
-                rows.append(compile_launch(module, launch, sm, loaded))
+                if only in f"{name}.{launch.kernel}":
+                    rows.append(compile_launch(module, launch, sm, loaded))
     return rows
 
 
@@ -144,6 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sm", type=int, action="append", help="compute capability as 86, 90 (repeatable; default 86 and 90)")
     ap.add_argument("--check", action="store_true", help="exit 1 if any kernel spills or uses 255 registers")
     ap.add_argument("--loaded", action="store_true", help="also load each cubin on this machine's GPU (needs one)")
+    ap.add_argument("--only", default="", help="only kernels whose module.name contains this")
     ap.add_argument("--json", type=Path, help="write the rows to this file as JSON")
     args = ap.parse_args(argv)
     try:
@@ -151,7 +153,7 @@ def main(argv=None) -> int:
     except ImportError:
         print("triton has no NVIDIA backend here: nothing to compile", file=sys.stderr)
         return 2
-    rows = all_rows(tuple(args.sm or (86, 90)), args.loaded)
+    rows = all_rows(tuple(args.sm or (86, 90)), args.loaded, args.only)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
