@@ -137,6 +137,71 @@ def test_triton_binning_matches_torch_sort(monkeypatch, sort_block, cull):
         assert bool((d[1:] >= d[:-1]).all())
 
 
+class _ScatterWithOtherOpacities:
+    """Stands in for `_tile_scatter_kernel`: launches it with the opacities scaled, so its
+    tile-hit test disagrees with the count pass's (as two compilations of one float test could)."""
+
+    def __init__(self, kernel, scale):
+        self.kernel, self.scale = kernel, scale
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            args = list(args)
+            args[3] = (args[3] * self.scale).clamp(max=1.0).contiguous()  # opac_ptr
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0], ids=["scatter-finds-fewer", "scatter-finds-more"])
+def test_binning_disagreement_never_reaches_blending(monkeypatch, scale):
+    """If the scatter pass hits fewer tiles than the count pass, the unfilled slots keep sentinel
+    keys that are cut off the tile's range; if it hits more, the surplus is never written into
+    another tile's bucket. Either way blending reads only real ids (< N), each tile's list is a
+    subset of the Gaussians whose rectangle covers it, distinct and front to back."""
+    from gstalker.kernels.blending import blend
+    from gstalker.kernels.projection import tile_rects
+
+    g = torch.Generator().manual_seed(11)
+    n, width, height = 300, 64, 48
+    means2d = (torch.rand(n, 2, generator=g) * torch.tensor([width + 0.0, height + 0.0])).to(DEVICE)
+    radii = torch.randint(1, 20, (n,), generator=g, dtype=torch.int32).to(DEVICE)
+    depths = (torch.rand(n, generator=g) * 4 + 0.5).to(DEVICE)
+    a, c = torch.rand(n, generator=g) * 0.05 + 0.01, torch.rand(n, generator=g) * 0.05 + 0.01
+    conics = torch.stack([a, (torch.rand(n, generator=g) - 0.5) * 0.8 * (a * c).sqrt(), c], -1).to(DEVICE)
+    opacities = (torch.rand(n, generator=g) * 0.3 + 0.02).to(DEVICE)
+    ids_ok, _ = bin_tiles_triton(means2d, radii, depths, width, height, conics, opacities)
+    monkeypatch.setattr(binning, "_tile_scatter_kernel", _ScatterWithOtherOpacities(binning._tile_scatter_kernel, scale))
+    ids, ranges = bin_tiles_triton(means2d, radii, depths, width, height, conics, opacities)
+    monkeypatch.undo()
+    kept = int((ranges[:, 1] - ranges[:, 0]).sum())
+    if scale < 1:
+        assert kept < len(ids_ok) and len(ids) == len(ids_ok), "the scatter pass should have found fewer hits"
+    else:
+        assert kept == len(ids_ok), "every bucket should be full"
+        more, _ = bin_tiles_triton(means2d, radii, depths, width, height, conics, (opacities * scale).clamp(max=1.0))
+        assert len(more) > len(ids_ok), "the scatter pass should have found more hits"
+    rect = tile_rects(means2d, radii, width, height).cpu()
+    tiles_x = (width + 15) // 16
+    for t, (s, e) in enumerate(ranges.tolist()):
+        assert 0 <= s <= e <= len(ids)
+        if s == e:
+            continue
+        lst = ids[s:e].long().cpu()
+        assert bool(((lst >= 0) & (lst < n)).all()), f"tile {t}: an id outside [0, {n}) would reach blending"
+        assert len(set(lst.tolist())) == len(lst), f"tile {t}: an id twice"
+        tx, ty = t % tiles_x, t // tiles_x
+        r = rect[lst]
+        assert bool(((r[:, 0] <= tx) & (tx < r[:, 2]) & (r[:, 1] <= ty) & (ty < r[:, 3])).all()), f"tile {t}: a foreign id"
+        d = depths.cpu()[lst]
+        assert bool((d[1:] >= d[:-1]).all())
+    # and the blend of that list runs and agrees between the backends
+    colors = torch.rand(n, 3, generator=g).to(DEVICE)
+    img_k, _ = blend(means2d, conics, opacities, colors, None, ids, ranges, width, height, "triton")
+    img_t, _ = blend(means2d, conics, opacities, colors, None, ids, ranges, width, height, "torch")
+    assert bool(torch.isfinite(img_k).all())
+    torch.testing.assert_close(img_k, img_t, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_single_isotropic_gaussian_is_analytic(backend):
     """A round Gaussian on the optical axis: alpha(d) = o exp(-d^2 / 2 s2d^2), s2d^2 = (f s / z)^2 + 0.3."""
