@@ -109,9 +109,9 @@ class TalkerModel(nn.Module):
             torso_deltas = self.torso(g.torso.means, viewmat, spatial_hidden=cache.get("torso"))
         W, H = self.width, self.height
         head_rgb, head_alpha, head_meta = rasterize(**g.head.render_args(head_deltas), viewmat=viewmat, K=self.K,
-                                                    width=W, height=H, backend=backend)
+                                                    width=W, height=H, backend=backend, check=False)
         torso_rgb, torso_alpha, torso_meta = rasterize(**g.torso.render_args(torso_deltas), viewmat=self.torso_viewmat,
-                                                       K=self.K, width=W, height=H, backend=backend)
+                                                       K=self.K, width=W, height=H, backend=backend, check=False)
         behind = torso_rgb + (1 - torso_alpha) * self.background
         image = head_rgb + (1 - head_alpha) * behind
         return {"image": image, "head_rgb": head_rgb, "head_alpha": head_alpha, "torso_rgb": torso_rgb,
