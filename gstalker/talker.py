@@ -120,9 +120,10 @@ class TalkerModel(nn.Module):
         K = self.K if K is None else K
         W, H = (self.width, self.height) if width is None else (width, height)
         background = self.background if background is None else background
-        head_rgb, head_alpha, head_meta = rasterize(**head, viewmat=viewmat, K=K, width=W, height=H, backend=backend)
+        head_rgb, head_alpha, head_meta = rasterize(**head, viewmat=viewmat, K=K, width=W, height=H, backend=backend,
+                                                    check=False)
         torso_rgb, torso_alpha, torso_meta = rasterize(**torso, viewmat=self.torso_viewmat, K=K, width=W, height=H,
-                                                       backend=backend)
+                                                       backend=backend, check=False)
         behind = torso_rgb + (1 - torso_alpha) * background
         image = head_rgb + (1 - head_alpha) * behind
         return {"image": image, "head_rgb": head_rgb, "head_alpha": head_alpha, "torso_rgb": torso_rgb,

@@ -365,7 +365,8 @@ class Trainer:
 
         px = self.sched.get("mouth_px", 96)
         K = mouth_intrinsics(self.data.K, self.data.mouth_boxes[i], px)
-        rgb, alpha, meta = rasterize(**head, viewmat=self.data.viewmats[i], K=K, width=px, height=px, backend=self.backend)
+        rgb, alpha, meta = rasterize(**head, viewmat=self.data.viewmats[i], K=K, width=px, height=px, backend=self.backend,
+                                     check=False)
         return {"image": rgb, "head_alpha": alpha, "head_meta": meta}
 
     def step(self) -> tuple[float, float]:

@@ -16,7 +16,6 @@ import torch
 from gstalker.kernels import HAS_TRITON, TriPlaneEncoder, hashgrid2d
 from gstalker.kernels._backend import interpreting
 from gstalker.kernels.hashgrid import HASH_PRIME, level_resolutions
-from gpu_compile import compile_for_gpu
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"  # as in conftest.py
 
@@ -88,8 +87,12 @@ def test_reference_follows_the_indexing_spec():
 
 
 @triton_ok
+@pytest.mark.parametrize("one_level", [False, True], ids=["level-loop", "level-per-program"])
 @pytest.mark.parametrize("n_features", [1, 2])
-def test_triton_matches_torch_dense_and_hashed(n_features):
+def test_triton_matches_torch_dense_and_hashed(monkeypatch, n_features, one_level):
+    import gstalker.kernels.hashgrid as hashgrid
+
+    monkeypatch.setattr(hashgrid, "HASHGRID_ONE_LEVEL", one_level)
     table = torch.randn(len(RES), T_SMALL, n_features, generator=torch.Generator().manual_seed(3)).to(DEVICE)
     coords = _coords(1500, RES, seed=n_features)
     out_t, gc_t, gt_t = _run("torch", coords, table, RES)
@@ -296,16 +299,3 @@ def test_hashgrid_fits_image_better_than_coordinate_mlp(one_thread):
 
     assert psnr_hash >= HASH_PSNR_MIN, f"hash grid reached {psnr_hash:.2f} dB"
     assert psnr_mlp < MLP_PSNR_MAX, f"coordinate MLP reached {psnr_mlp:.2f} dB"
-
-
-# ----------------------------------------------------------------------------- GPU compilation
-
-@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
-def test_kernels_compile_for_a_real_gpu(tmp_path):
-    """The interpreter accepts things the GPU compiler rejects: compile both kernels to a cubin
-    for sm_80 (A100 / RTX 30xx class) with Triton's bundled ptxas; needs no GPU."""
-    consts = {"T": 16384, "F": 1, "P": 3, "BLOCK_M": 128, "BLOCK_L": 16, "NEED_TABLE": True, "NEED_COORDS": True}
-    pointers = {"axes_ptr": "*i32", "res_ptr": "*i32"}
-    kernels = {k: {"constexprs": consts, "pointers": pointers} for k in ("_hashgrid_fwd_kernel", "_hashgrid_bwd_kernel")}
-    out = compile_for_gpu("gstalker.kernels.hashgrid", kernels, tmp_path)
-    assert out.count("compiled") == 2

@@ -68,3 +68,20 @@ def check_tensor(
         raise ValueError(f"{name} is on {x.device} but the other inputs are on {device}: put all inputs on one device")
     if finite and x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} holds NaN or infinite values")
+
+
+class Launch:
+    """One kernel launch exactly as the code makes it on a GPU: the kernel's name in its module,
+    the constexprs and `num_warps`, and the element types of arguments that are not the
+    default (pointers, names ending in `_ptr`, default to `*fp32`; other arguments to `i32`).
+
+    Each kernels module lists its launches in `gpu_launches()` from the same constants its
+    launch code reads, so `benchmarks/kernel_resources.py` compiles what a GPU would run.
+    """
+
+    def __init__(self, kernel: str, constexprs: dict, num_warps: int, types: dict | None = None, note: str = ""):
+        self.kernel, self.constexprs, self.num_warps = kernel, dict(constexprs), int(num_warps)
+        self.types, self.note = dict(types or {}), note
+
+    def __repr__(self) -> str:
+        return f"Launch({self.kernel}, {self.constexprs}, num_warps={self.num_warps})"

@@ -7,7 +7,9 @@ then Gaussian index (the last only breaks exact depth ties, so both backends agr
 
 Triton path: a counting sort by tile (per-tile counts with atomics, a prefix sum, a scatter into
 each tile's bucket), then a per-tile sort of unique 64-bit keys (depth bits << 32 | index): blocks
-sorted by rank, then merged pairwise by rank until each tile is one run. `bin_tiles_torch`
+sorted by rank, then merged pairwise by rank until each tile is one run. Its one host
+synchronisation reads the number of intersections; its `isect_ids` may hold entries past a
+tile's range (id -1) if the scatter pass ever found fewer hits than the count pass. `bin_tiles_torch`
 does the same with one `torch.sort` and is the reference. No gradients flow here.
 
 Given conics and opacities, a (tile, Gaussian) pair of the 3-sigma rectangle is dropped when no
@@ -161,11 +163,15 @@ if HAS_TRITON:
             tx = x0 + k % rw
             ty = y0 + k // rw
             hit = (k < count) & _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL)
-            tl.atomic_add(tile_counts_ptr + ty * tiles_x + tx, 1, mask=hit)
+            tl.atomic_add(tile_counts_ptr + ty * tiles_x + tx, 1, mask=hit, sem="relaxed")
 
     @triton.jit
-    def _tile_scatter_kernel(rect_ptr, means2d_ptr, conics_ptr, opac_ptr, depth_bits_ptr, cursor_ptr, keys_ptr,
-                             N, tiles_x, BLOCK: tl.constexpr, CULL: tl.constexpr):
+    def _tile_scatter_kernel(rect_ptr, means2d_ptr, conics_ptr, opac_ptr, depth_bits_ptr, cursor_ptr, ranges_ptr,
+                             keys_ptr, N, tiles_x, BLOCK: tl.constexpr, CULL: tl.constexpr):
+        """Writes each hit's key at its tile's cursor. Writes stop at the tile's end from the count
+        pass: if the two passes ever disagreed (the same float test, compiled twice), a surplus hit
+        is dropped rather than written into the next tile's bucket; a missing one leaves the
+        slot's sentinel, which sorts last and is cut off the tile's range afterwards."""
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
         x0, y0, rw, count = _rect_loop(rect_ptr, offs, m)
@@ -176,8 +182,11 @@ if HAS_TRITON:
             tx = x0 + k % rw
             ty = y0 + k // rw
             hit = (k < count) & _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL)
-            pos = tl.atomic_add(cursor_ptr + ty * tiles_x + tx, 1, mask=hit)
-            tl.store(keys_ptr + pos, key, mask=hit)
+            tile = ty * tiles_x + tx
+            # relaxed: each hit needs a slot of its own, not an order against other memory
+            pos = tl.atomic_add(cursor_ptr + tile, 1, mask=hit, sem="relaxed")
+            tile_end = tl.load(ranges_ptr + tile * 2 + 1, mask=hit, other=0)
+            tl.store(keys_ptr + pos, key, mask=hit & (pos < tile_end))
 
     @triton.jit
     def _block_sort_kernel(keys_ptr, ranges_ptr, block_tile_ptr, block_start_ptr, BLOCK: tl.constexpr):
@@ -196,12 +205,16 @@ if HAS_TRITON:
         tl.store(keys_ptr + start + rank, keys, mask=m)
 
     @triton.jit
-    def _merge_kernel(src_ptr, dst_ptr, seg_start_ptr, seg_end_ptr, M, run, steps, BLOCK: tl.constexpr):
+    def _merge_kernel(src_ptr, dst_ptr, seg_start_ptr, seg_end_ptr, longest_ptr, M, run, steps, BLOCK: tl.constexpr):
         """One merge pass: each key moves to (its index in its run + its rank in the partner run).
 
         Runs of length `run` inside one tile's segment are merged pairwise. Keys are unique, so
-        the rank (number of partner keys below it) places every key exactly once.
+        the rank (number of partner keys below it) places every key exactly once. The longest
+        segment's length stays on the device: once `run` reaches it every tile is one run, and
+        the pass does nothing (writes nothing), so the host need not know how many passes count.
         """
+        if run >= tl.load(longest_ptr):
+            return
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < M
         seg0 = tl.load(seg_start_ptr + offs, mask=m, other=0)
@@ -227,55 +240,83 @@ if HAS_TRITON:
         tl.store(dst_ptr + pair0 + (offs - own0) + rank, key, mask=m)
 
 
+# Key of an empty slot: its high word (0x7FFFFFFF, a NaN's bits) is above every visible depth's,
+# so sentinels sort to the end of their tile; its low word is the slot, so keys stay unique.
+SENTINEL_HI = 0x7FFFFFFF
+BIN_BLOCK = 128
+MERGE_BLOCK = 1024
+
+
 def bin_tiles_triton(means2d, radii, depths, width, height, conics=None, opacities=None):
-    """Triton binning: same outputs as `bin_tiles_torch`."""
+    """Triton binning: same outputs as `bin_tiles_torch`.
+
+    One host synchronisation (reading the number of intersections, to size the key buffer);
+    every other size stays on the device. Should the scatter pass find fewer hits than the
+    count pass, the missing slots keep their sentinel keys: they sort last and each tile's
+    range ends before them (their ids read -1); surplus hits are never written.
+    """
     tiles_x, tiles_y = tile_grid(width, height)
     num_tiles = tiles_x * tiles_y
     dev = means2d.device
-    rect, counts, depth_bits = _rects_and_keys(means2d, radii, depths, width, height)
+    rect, _, depth_bits = _rects_and_keys(means2d, radii, depths, width, height)
     rect = rect.int().contiguous()
     n = rect.shape[0]
     tile_counts = torch.zeros(num_tiles, device=dev, dtype=torch.int32)
-    block = 128
     cull = conics is not None and opacities is not None
     gauss2d = [x.detach().float().contiguous() for x in (means2d, conics, opacities)] if cull else [rect, rect, rect]
+    grid = (triton.cdiv(n, BIN_BLOCK),)
     if n:
-        _tile_count_kernel[(triton.cdiv(n, block),)](rect, *gauss2d, tile_counts, n, tiles_x, BLOCK=block, CULL=cull)
+        _tile_count_kernel[grid](rect, *gauss2d, tile_counts, n, tiles_x, BLOCK=BIN_BLOCK, CULL=cull, num_warps=4)
     end = torch.cumsum(tile_counts, 0, dtype=torch.int32)
     start = end - tile_counts
-    tile_ranges = torch.stack([start, end], dim=-1).contiguous()
-    total = int(end[-1]) if num_tiles else 0
+    buckets = torch.stack([start, end], dim=-1).contiguous()
+    total = int(end[-1]) if num_tiles else 0  # the one host synchronisation: sizes the key buffer
     if total == 0:
-        return torch.zeros(0, device=dev, dtype=torch.int32), tile_ranges
-    keys = torch.empty(total, device=dev, dtype=torch.int64)
+        return torch.zeros(0, device=dev, dtype=torch.int32), buckets
+    keys = (SENTINEL_HI << 32) | torch.arange(total, device=dev, dtype=torch.int64)
     cursor = start.clone()
-    _tile_scatter_kernel[(triton.cdiv(n, block),)](
-        rect, *gauss2d, depth_bits.int().contiguous(), cursor, keys, n, tiles_x, BLOCK=block, CULL=cull
+    _tile_scatter_kernel[grid](
+        rect, *gauss2d, depth_bits.int().contiguous(), cursor, buckets, keys, n, tiles_x,
+        BLOCK=BIN_BLOCK, CULL=cull, num_warps=4,
     )
+    # what each tile's bucket really holds (the whole bucket unless the passes disagreed)
+    tile_ranges = torch.stack([start, torch.minimum(cursor, end)], dim=-1).contiguous()
 
-    # sort each tile's segment: blocks of SORT_BLOCK first
-    blocks_per_tile = (tile_counts.long() + SORT_BLOCK - 1) // SORT_BLOCK
-    block_tile = torch.repeat_interleave(torch.arange(num_tiles, device=dev), blocks_per_tile)
-    first = torch.cumsum(blocks_per_tile, 0) - blocks_per_tile
-    block_start = start.long()[block_tile] + (torch.arange(len(block_tile), device=dev) - first[block_tile]) * SORT_BLOCK
-    _block_sort_kernel[(len(block_tile),)](keys, tile_ranges, block_tile.int(), block_start.int(), BLOCK=SORT_BLOCK)
+    # sort each bucket: blocks of SORT_BLOCK first. Their number is bounded on the host (each
+    # non-empty tile adds at most one partial block); blocks past the real ones sort nothing.
+    blocks_per_tile = (tile_counts + SORT_BLOCK - 1) // SORT_BLOCK
+    blocks_end = torch.cumsum(blocks_per_tile, 0)
+    n_blocks = total // SORT_BLOCK + min(num_tiles, total)
+    block = torch.arange(n_blocks, device=dev)
+    block_tile = torch.searchsorted(blocks_end, block, right=True).clamp_(max=num_tiles - 1)
+    block_start = start[block_tile] + (block - (blocks_end - blocks_per_tile)[block_tile]) * SORT_BLOCK
+    block_start = torch.where(block < blocks_end[-1], block_start, total).int()
+    _block_sort_kernel[(n_blocks,)](keys, buckets, block_tile.int(), block_start, BLOCK=SORT_BLOCK, num_warps=4)
 
-    # then merge runs pairwise inside each segment until every tile is one run
-    longest = int(tile_counts.max())
-    if longest > SORT_BLOCK:
-        tile_of = torch.repeat_interleave(torch.arange(num_tiles, device=dev), tile_counts.long())
+    # then merge runs pairwise inside each bucket until every tile is one run. A tile holds each
+    # Gaussian at most once, so min(total, n) bounds the longest bucket on the host; passes
+    # beyond the true longest (kept on the device) do nothing, and the result is in `keys` or
+    # `other` by the parity of the passes that did work.
+    bound = min(total, n)
+    if bound > SORT_BLOCK:
+        longest = tile_counts.max().reshape(1)
+        tile_of = torch.repeat_interleave(torch.arange(num_tiles, device=dev), tile_counts, output_size=total)
         seg_start = start[tile_of].contiguous()
         seg_end = end[tile_of].contiguous()
-        other = torch.empty_like(keys)
-        run = SORT_BLOCK
-        while run < longest:
-            steps = max(1, run.bit_length())
-            _merge_kernel[(triton.cdiv(total, 1024),)](
-                keys, other, seg_start, seg_end, total, run, steps, BLOCK=1024
+        buf_a, buf_b = keys, torch.empty_like(keys)
+        src, dst = buf_a, buf_b
+        run, worked = SORT_BLOCK, torch.zeros((), device=dev, dtype=torch.int32)
+        while run < bound:
+            _merge_kernel[(triton.cdiv(total, MERGE_BLOCK),)](
+                src, dst, seg_start, seg_end, longest, total, run, max(1, run.bit_length()),
+                BLOCK=MERGE_BLOCK, num_warps=4,
             )
-            keys, other = other, keys
+            worked += (longest[0] > run).int()
+            src, dst = dst, src
             run *= 2
-    isect_ids = (keys & 0xFFFFFFFF).int()
+        # after w working passes the sorted keys are in the first buffer if w is even
+        keys = torch.where(worked % 2 == 0, buf_a, buf_b)
+    isect_ids = torch.where((keys >> 32) == SENTINEL_HI, -1, keys & 0xFFFFFFFF).int()
     return isect_ids, tile_ranges
 
 
@@ -290,3 +331,19 @@ def bin_tiles(means2d, radii, depths, width, height, backend="torch", conics=Non
         if backend == "torch":
             return bin_tiles_torch(means2d, radii, depths, width, height, conics, opacities)
         return bin_tiles_triton(means2d, radii, depths, width, height, conics, opacities)
+
+
+def gpu_launches():
+    """The binning launches as made on CUDA (see `_backend.Launch`)."""
+    from ._backend import Launch
+
+    i32 = "*i32"
+    return [
+        Launch("_tile_count_kernel", {"BLOCK": BIN_BLOCK, "CULL": True}, 4, {"rect_ptr": i32, "tile_counts_ptr": i32}),
+        Launch("_tile_scatter_kernel", {"BLOCK": BIN_BLOCK, "CULL": True}, 4,
+               {"rect_ptr": i32, "depth_bits_ptr": i32, "cursor_ptr": i32, "ranges_ptr": i32, "keys_ptr": "*i64"}),
+        Launch("_block_sort_kernel", {"BLOCK": SORT_BLOCK}, 4,
+               {"keys_ptr": "*i64", "ranges_ptr": i32, "block_tile_ptr": i32, "block_start_ptr": i32}),
+        Launch("_merge_kernel", {"BLOCK": MERGE_BLOCK}, 4,
+               {"src_ptr": "*i64", "dst_ptr": "*i64", "seg_start_ptr": i32, "seg_end_ptr": i32, "longest_ptr": i32}),
+    ]

@@ -4,12 +4,17 @@ Per pixel, front to back (docs/conventions.md): `alpha_i = min(0.99, o_i exp(-0.
 skipped below 1/255; the pixel stops before a Gaussian that would take its transmittance below
 1e-4. `image = sum_i c_i alpha_i T_i + T_final * background`, `alpha = 1 - T_final`.
 
-Both backends walk each tile's list in batches of Gaussians and compute a batch's
-transmittances with a cumulative product, so they agree to rounding.
+Both backends walk each tile's list in batches of 32 and form the transmittance in front of a
+Gaussian as (transmittance in front of the batch) x (product of 1 - alpha within the batch), the
+torch backend with a cumulative product, the kernels one Gaussian at a time; the stop test
+multiplies the same numbers in the same order, so the two backends agree to rounding.
 
-The Triton backward walks front to back as well, recomputing the forward's transmittances
-exactly rather than dividing them back out of T_final (no drift for long lists); the colour
-behind Gaussian i is then the pixel's final colour minus what was accumulated up to i.
+The Triton kernels have gsplat's shape: one program per tile, one pixel per lane, the tile's
+Gaussians read one at a time as broadcast loads, the per-pixel state a handful of registers.
+The backward walks front to back as well, recomputing the forward's transmittances exactly
+rather than dividing them back out of T_final (no drift for long lists); the colour behind
+Gaussian i is the pixel's final colour minus what was accumulated up to i. Its per-Gaussian
+gradients are summed per warp with shuffles and added with one relaxed atomic per warp.
 """
 
 from __future__ import annotations
@@ -190,131 +195,214 @@ def blend_torch(means2d, conics, opacities, colors, background, isect_ids, tile_
     return _BlendTorch.apply(means2d, conics, opacities, colors, background, isect_ids, tile_ranges, width, height)
 
 
+# Launch shape on CUDA, in one place (the launch code and benchmarks/kernel_resources.py read it):
+# one program per 16x16 tile, one pixel per lane (8 warps of 32 lanes; warp r holds tile rows
+# 2r and 2r + 1), the tile's list walked one Gaussian at a time in batches of BLEND_BATCH (the
+# torch backend's batch, so both group the transmittance products alike) with a whole-tile
+# "all stopped?" test between batches. Channels go in groups of at most BLEND_CHANNELS per
+# launch, so the per-pixel state stays a fixed handful of registers whatever C is.
+BLEND_WARPS = 8
+BLEND_BATCH = TORCH_BATCH
+BLEND_CHANNELS = 4
+
+
+def _channel_groups(C: int):
+    """(first channel, channels) of each launch: [(0, 4), (4, 1)] for C = 5."""
+    return [(c0, min(BLEND_CHANNELS, C - c0)) for c0 in range(0, C, BLEND_CHANNELS)]
+
+
+def gpu_launches():
+    """The blending launches as made on CUDA for RGB (see `_backend.Launch`)."""
+    from ._backend import Launch
+
+    types = {"ranges_ptr": "*i32", "isect_ptr": "*i32"}
+    consts = {"CG": 3, "BATCH": BLEND_BATCH}
+    return [Launch("_blend_fwd_kernel", consts, BLEND_WARPS, types),
+            Launch("_blend_bwd_kernel", {**consts, "FIRST": True}, BLEND_WARPS, types)]
+
+
 if HAS_TRITON:
     import triton
     import triton.language as tl
 
     @triton.jit
-    def _batch_alphas(isect_ptr, means2d_ptr, conics_ptr, opac_ptr, i0, end, px, py, done, T,
-                      BATCH: tl.constexpr):
-        """Alphas of one batch of a tile's Gaussians at the tile's 256 pixels, after the skip
-        and stop rules; also the pixels' transmittance after the batch."""
-        offs = i0 + tl.arange(0, BATCH)
-        gm = offs < end
-        gid = tl.load(isect_ptr + offs, mask=gm, other=0)
-        mx = tl.load(means2d_ptr + gid * 2 + 0, mask=gm, other=0.0)
-        my = tl.load(means2d_ptr + gid * 2 + 1, mask=gm, other=0.0)
-        ca = tl.load(conics_ptr + gid * 3 + 0, mask=gm, other=0.0)
-        cb = tl.load(conics_ptr + gid * 3 + 1, mask=gm, other=0.0)
-        cc = tl.load(conics_ptr + gid * 3 + 2, mask=gm, other=0.0)
-        op = tl.load(opac_ptr + gid, mask=gm, other=0.0)
-        dx = px[:, None] - mx[None, :]
-        dy = py[:, None] - my[None, :]
-        power = -0.5 * (ca[None, :] * dx * dx + cc[None, :] * dy * dy) - cb[None, :] * dx * dy
-        g = tl.exp(power)
-        raw = op[None, :] * g
-        alpha = tl.minimum(raw, 0.99)
-        use = gm[None, :] & (alpha >= 1.0 / 255.0) & (done == 0)[:, None]
-        alpha = tl.where(use, alpha, 0.0)
-        keep = T[:, None] * tl.cumprod(1.0 - alpha, axis=1) >= 1e-4
-        stopped = tl.max(tl.where(keep, 0, 1), axis=1)
-        alpha = tl.where(keep, alpha, 0.0)
-        trans = tl.cumprod(1.0 - alpha, axis=1)
-        T_before = T[:, None] * trans / (1.0 - alpha)
-        T_after = T * tl.min(trans, axis=1)
-        return gid, gm, dx, dy, ca, cb, cc, g, raw, alpha, T_before, T_after, stopped
-
-    @triton.jit
     def _tile_setup(ranges_ptr, width, height, tiles_x):
+        """The tile's pixels as [8, 32] tensors (row r: tile rows 2r, 2r + 1) and its list's range."""
         tile = tl.program_id(0)
-        p = tl.arange(0, 256)
+        p = tl.arange(0, 8)[:, None] * 32 + tl.arange(0, 32)[None, :]
         row = (tile // tiles_x) * 16 + p // 16
         col = (tile % tiles_x) * 16 + p % 16
         inside = (row < height) & (col < width)
         start = tl.load(ranges_ptr + tile * 2)
         end = tl.load(ranges_ptr + tile * 2 + 1)
-        pix = row * width + col
-        return col.to(tl.float32) + 0.5, row.to(tl.float32) + 0.5, inside, pix, start, end
+        return col.to(tl.float32) + 0.5, row.to(tl.float32) + 0.5, inside, row * width + col, start, end
+
+    @triton.jit
+    def _gaussian(isect_ptr, means2d_ptr, conics_ptr, opac_ptr, k):
+        """Scalars of the k-th Gaussian of the list (the same address in every lane: one broadcast load)."""
+        gid = tl.load(isect_ptr + k)
+        mx = tl.load(means2d_ptr + gid * 2)
+        my = tl.load(means2d_ptr + gid * 2 + 1)
+        ca = tl.load(conics_ptr + gid * 3)
+        cb = tl.load(conics_ptr + gid * 3 + 1)
+        cc = tl.load(conics_ptr + gid * 3 + 2)
+        op = tl.load(opac_ptr + gid)
+        return gid, mx, my, ca, cb, cc, op
+
+    @triton.jit
+    def _alpha(px, py, mx, my, ca, cb, cc, op, T_in, trans, done):
+        """One Gaussian at every pixel: alpha after the skip (1/255) and stop (1e-4) rules, and
+        whether the pixel stops here. T_in * trans is the transmittance in front of it; the stop
+        test multiplies exactly as the torch backend's T_in * cumprod does."""
+        dx = px - mx
+        dy = py - my
+        power = -0.5 * (ca * dx * dx + cc * dy * dy) - cb * dx * dy
+        g = tl.exp(power)
+        raw = op * g
+        alpha = tl.minimum(raw, 0.99)
+        use = (alpha >= 1.0 / 255.0) & (done == 0)
+        stop = use & (T_in * (trans * (1.0 - alpha)) < 1e-4)
+        alpha = tl.where(use & ~stop, alpha, 0.0)
+        return dx, dy, g, raw, alpha, stop
 
     @triton.jit
     def _blend_fwd_kernel(
         ranges_ptr, isect_ptr, means2d_ptr, conics_ptr, opac_ptr, colors_ptr,
         color_out_ptr, T_out_ptr,
-        width, height, tiles_x,
-        C: tl.constexpr, CP: tl.constexpr, BATCH: tl.constexpr,
+        width, height, tiles_x, C, c0,
+        CG: tl.constexpr, BATCH: tl.constexpr,
     ):
+        """Channels c0 .. c0 + CG - 1 (CG <= 4) of one tile; colors [N, C], color_out [H, W, C]."""
         px, py, inside, pix, start, end = _tile_setup(ranges_ptr, width, height, tiles_x)
-        chan = tl.arange(0, CP)
-        T = tl.full([256], 1.0, tl.float32)
+        T_in = tl.full([8, 32], 1.0, tl.float32)  # transmittance in front of the batch
+        trans = T_in  # product of (1 - alpha) over the batch so far
         done = tl.where(inside, 0, 1)
-        acc = tl.zeros([256, CP], tl.float32)
-        i0 = start
-        while (i0 < end) & (tl.min(done) == 0):
-            gid, gm, dx, dy, ca, cb, cc, g, raw, alpha, T_before, T_after, stopped = _batch_alphas(
-                isect_ptr, means2d_ptr, conics_ptr, opac_ptr, i0, end, px, py, done, T, BATCH)
-            w = alpha * T_before
-            for c in tl.static_range(C):
-                col_c = tl.load(colors_ptr + gid * C + c, mask=gm, other=0.0)
-                acc += tl.sum(w * col_c[None, :], axis=1)[:, None] * (chan == c)[None, :]
-            T = T_after
-            done = done | stopped
-            i0 += BATCH
-        tl.store(color_out_ptr + pix[:, None] * C + chan[None, :], acc, mask=inside[:, None] & (chan < C)[None, :])
-        tl.store(T_out_ptr + pix, T, mask=inside)
+        acc0 = tl.zeros([8, 32], tl.float32)
+        acc1 = acc0
+        acc2 = acc0
+        acc3 = acc0
+        b0 = start
+        while (b0 < end) & (tl.min(done) == 0):
+            for k in range(b0, tl.minimum(b0 + BATCH, end)):
+                gid, mx, my, ca, cb, cc, op = _gaussian(isect_ptr, means2d_ptr, conics_ptr, opac_ptr, k)
+                dx, dy, g, raw, alpha, stop = _alpha(px, py, mx, my, ca, cb, cc, op, T_in, trans, done)
+                w = alpha * (T_in * trans)
+                trans = trans * (1.0 - alpha)
+                done = done | stop.to(tl.int32)
+                cptr = colors_ptr + gid * C + c0
+                acc0 += w * tl.load(cptr)
+                if CG > 1:
+                    acc1 += w * tl.load(cptr + 1)
+                if CG > 2:
+                    acc2 += w * tl.load(cptr + 2)
+                if CG > 3:
+                    acc3 += w * tl.load(cptr + 3)
+            T_in = T_in * trans
+            trans = tl.full([8, 32], 1.0, tl.float32)
+            b0 += BATCH
+        out = color_out_ptr + pix * C + c0
+        tl.store(out, acc0, mask=inside)
+        if CG > 1:
+            tl.store(out + 1, acc1, mask=inside)
+        if CG > 2:
+            tl.store(out + 2, acc2, mask=inside)
+        if CG > 3:
+            tl.store(out + 3, acc3, mask=inside)
+        tl.store(T_out_ptr + pix, T_in, mask=inside)
+
+    @triton.jit
+    def _warp_add(ptr, values, lane0):
+        """Adds the sum of each warp's 32 values ([8, 32]) at `ptr` with one atomic from the warp's
+        first lane: a shuffle reduction, no shared memory; skipped where a warp's sum is zero
+        (none of its pixels touched the Gaussian). Relaxed: only atomicity is needed."""
+        part = tl.sum(values, axis=1)[:, None] + tl.zeros_like(values)
+        tl.atomic_add(ptr + tl.zeros_like(lane0.to(tl.int32)), part, mask=lane0 & (part != 0.0), sem="relaxed")
 
     @triton.jit
     def _blend_bwd_kernel(
         ranges_ptr, isect_ptr, means2d_ptr, conics_ptr, opac_ptr, colors_ptr,
         color_ptr, T_final_ptr, bg_ptr, g_image_ptr, g_alpha_ptr,
         g_means2d_ptr, g_conics_ptr, g_opac_ptr, g_colors_ptr,
-        width, height, tiles_x,
-        C: tl.constexpr, CP: tl.constexpr, BATCH: tl.constexpr,
+        width, height, tiles_x, C, c0,
+        CG: tl.constexpr, BATCH: tl.constexpr, FIRST: tl.constexpr,
     ):
+        """Gradients through channels c0 .. c0 + CG - 1 of one tile. The alpha gradient is linear in
+        the channels' terms, so each channel group adds its share; FIRST adds the alpha output's.
+
+        Walks front to back recomputing the forward's transmittances exactly (no division of
+        T_final, so no drift on long lists); the colour behind Gaussian i is the pixel's final
+        colour (background included) minus what the walk laid down up to i."""
         px, py, inside, pix, start, end = _tile_setup(ranges_ptr, width, height, tiles_x)
-        chan = tl.arange(0, CP)
-        cm = inside[:, None] & (chan < C)[None, :]
-        g_img = tl.load(g_image_ptr + pix[:, None] * C + chan[None, :], mask=cm, other=0.0)
-        total = tl.load(color_ptr + pix[:, None] * C + chan[None, :], mask=cm, other=0.0)
-        bg = tl.load(bg_ptr + chan, mask=chan < C, other=0.0)
         T_final = tl.load(T_final_ptr + pix, mask=inside, other=1.0)
-        g_alpha_out = tl.load(g_alpha_ptr + pix, mask=inside, other=0.0)
-        # colour that lies behind every Gaussian seen so far, background included
-        behind = total + T_final[:, None] * bg[None, :]
-        T = tl.full([256], 1.0, tl.float32)
+        if FIRST:
+            gaT = tl.load(g_alpha_ptr + pix, mask=inside, other=0.0) * T_final
+        else:
+            gaT = tl.zeros([8, 32], tl.float32)
+        img = g_image_ptr + pix * C + c0
+        tot = color_ptr + pix * C + c0
+        gi0 = tl.load(img, mask=inside, other=0.0)
+        behind0 = tl.load(tot, mask=inside, other=0.0) + T_final * tl.load(bg_ptr + c0)
+        gi1 = tl.zeros([8, 32], tl.float32)
+        gi2 = gi1
+        gi3 = gi1
+        behind1 = gi1
+        behind2 = gi1
+        behind3 = gi1
+        if CG > 1:
+            gi1 = tl.load(img + 1, mask=inside, other=0.0)
+            behind1 = tl.load(tot + 1, mask=inside, other=0.0) + T_final * tl.load(bg_ptr + c0 + 1)
+        if CG > 2:
+            gi2 = tl.load(img + 2, mask=inside, other=0.0)
+            behind2 = tl.load(tot + 2, mask=inside, other=0.0) + T_final * tl.load(bg_ptr + c0 + 2)
+        if CG > 3:
+            gi3 = tl.load(img + 3, mask=inside, other=0.0)
+            behind3 = tl.load(tot + 3, mask=inside, other=0.0) + T_final * tl.load(bg_ptr + c0 + 3)
+        lane0 = (tl.arange(0, 32) == 0)[None, :] & (tl.arange(0, 8) >= 0)[:, None]
+        T_in = tl.full([8, 32], 1.0, tl.float32)
+        trans = T_in
         done = tl.where(inside, 0, 1)
-        i0 = start
-        while (i0 < end) & (tl.min(done) == 0):
-            gid, gm, dx, dy, ca, cb, cc, g, raw, alpha, T_before, T_after, stopped = _batch_alphas(
-                isect_ptr, means2d_ptr, conics_ptr, opac_ptr, i0, end, px, py, done, T, BATCH)
-            w = alpha * T_before
-            inv_1ma = 1.0 / (1.0 - alpha)
-            g_a = g_alpha_out[:, None] * T_final[:, None] * inv_1ma
-            for c in tl.static_range(C):
-                sel = (chan == c)[None, :]
-                col_c = tl.load(colors_ptr + gid * C + c, mask=gm, other=0.0)
-                g_c = tl.sum(tl.where(sel, g_img, 0.0), axis=1)
-                behind_c = tl.sum(tl.where(sel, behind, 0.0), axis=1)
-                contrib = w * col_c[None, :]
-                after = behind_c[:, None] - tl.cumsum(contrib, axis=1)  # colour behind each Gaussian
-                g_a += g_c[:, None] * (T_before * col_c[None, :] - after * inv_1ma)
-                behind -= tl.where(sel, tl.sum(contrib, axis=1)[:, None], 0.0)
-                tl.atomic_add(g_colors_ptr + gid * C + c, tl.sum(g_c[:, None] * w, axis=0), mask=gm)
-            g_a = tl.where((alpha > 0) & (raw < 0.99), g_a, 0.0)
-            g_power = g_a * raw
-            g_mx = tl.sum(g_power * (ca[None, :] * dx + cb[None, :] * dy), axis=0)
-            g_my = tl.sum(g_power * (cb[None, :] * dx + cc[None, :] * dy), axis=0)
-            tl.atomic_add(g_means2d_ptr + gid * 2 + 0, g_mx, mask=gm)
-            tl.atomic_add(g_means2d_ptr + gid * 2 + 1, g_my, mask=gm)
-            tl.atomic_add(g_conics_ptr + gid * 3 + 0, tl.sum(-0.5 * g_power * dx * dx, axis=0), mask=gm)
-            tl.atomic_add(g_conics_ptr + gid * 3 + 1, tl.sum(-g_power * dx * dy, axis=0), mask=gm)
-            tl.atomic_add(g_conics_ptr + gid * 3 + 2, tl.sum(-0.5 * g_power * dy * dy, axis=0), mask=gm)
-            tl.atomic_add(g_opac_ptr + gid, tl.sum(g_a * g, axis=0), mask=gm)
-            T = T_after
-            done = done | stopped
-            i0 += BATCH
-
-
-_BATCH = 32
+        b0 = start
+        while (b0 < end) & (tl.min(done) == 0):
+            for k in range(b0, tl.minimum(b0 + BATCH, end)):
+                gid, mx, my, ca, cb, cc, op = _gaussian(isect_ptr, means2d_ptr, conics_ptr, opac_ptr, k)
+                dx, dy, g, raw, alpha, stop = _alpha(px, py, mx, my, ca, cb, cc, op, T_in, trans, done)
+                T_before = T_in * trans
+                w = alpha * T_before
+                inv = 1.0 / (1.0 - alpha)
+                trans = trans * (1.0 - alpha)
+                done = done | stop.to(tl.int32)
+                cptr = colors_ptr + gid * C + c0
+                gcptr = g_colors_ptr + gid * C + c0
+                col = tl.load(cptr)
+                behind0 -= w * col
+                g_a = gaT * inv + gi0 * (T_before * col - behind0 * inv)
+                _warp_add(gcptr, gi0 * w, lane0)
+                if CG > 1:
+                    col = tl.load(cptr + 1)
+                    behind1 -= w * col
+                    g_a += gi1 * (T_before * col - behind1 * inv)
+                    _warp_add(gcptr + 1, gi1 * w, lane0)
+                if CG > 2:
+                    col = tl.load(cptr + 2)
+                    behind2 -= w * col
+                    g_a += gi2 * (T_before * col - behind2 * inv)
+                    _warp_add(gcptr + 2, gi2 * w, lane0)
+                if CG > 3:
+                    col = tl.load(cptr + 3)
+                    behind3 -= w * col
+                    g_a += gi3 * (T_before * col - behind3 * inv)
+                    _warp_add(gcptr + 3, gi3 * w, lane0)
+                g_a = tl.where((alpha > 0.0) & (raw < 0.99), g_a, 0.0)
+                g_power = g_a * raw
+                _warp_add(g_means2d_ptr + gid * 2, g_power * (ca * dx + cb * dy), lane0)
+                _warp_add(g_means2d_ptr + gid * 2 + 1, g_power * (cb * dx + cc * dy), lane0)
+                _warp_add(g_conics_ptr + gid * 3, -0.5 * g_power * dx * dx, lane0)
+                _warp_add(g_conics_ptr + gid * 3 + 1, -g_power * dx * dy, lane0)
+                _warp_add(g_conics_ptr + gid * 3 + 2, -0.5 * g_power * dy * dy, lane0)
+                _warp_add(g_opac_ptr + gid, g_a * g, lane0)
+            T_in = T_in * trans
+            trans = tl.full([8, 32], 1.0, tl.float32)
+            b0 += BATCH
 
 
 class _BlendTiles(torch.autograd.Function):
@@ -328,10 +416,11 @@ class _BlendTiles(torch.autograd.Function):
         color = torch.zeros(height, width, C, device=dev, dtype=torch.float32)
         T_final = torch.ones(height, width, device=dev, dtype=torch.float32)
         if len(isect_ids):
-            _blend_fwd_kernel[(tiles_x * tiles_y,)](
-                tile_ranges, isect_ids, means2d, conics, opacities, colors, color, T_final,
-                width, height, tiles_x, C=C, CP=triton.next_power_of_2(C), BATCH=_BATCH,
-            )
+            for c0, cg in _channel_groups(C):
+                _blend_fwd_kernel[(tiles_x * tiles_y,)](
+                    tile_ranges, isect_ids, means2d, conics, opacities, colors, color, T_final,
+                    width, height, tiles_x, C, c0, CG=cg, BATCH=BLEND_BATCH, num_warps=BLEND_WARPS,
+                )
         bg = torch.zeros(C, device=dev, dtype=torch.float32) if background is None else background
         ctx.save_for_backward(means2d, conics, opacities, colors, bg, isect_ids, tile_ranges, color, T_final)
         ctx.size = (width, height)
@@ -352,12 +441,13 @@ class _BlendTiles(torch.autograd.Function):
         g_image = g_image.contiguous()
         g_alpha = g_alpha.contiguous()
         if len(isect_ids):
-            _blend_bwd_kernel[(tiles_x * tiles_y,)](
-                tile_ranges, isect_ids, means2d, conics, opacities, colors,
-                color, T_final, bg, g_image, g_alpha,
-                g_means2d, g_conics, g_opac, g_colors,
-                width, height, tiles_x, C=C, CP=triton.next_power_of_2(C), BATCH=_BATCH,
-            )
+            for c0, cg in _channel_groups(C):
+                _blend_bwd_kernel[(tiles_x * tiles_y,)](
+                    tile_ranges, isect_ids, means2d, conics, opacities, colors,
+                    color, T_final, bg, g_image, g_alpha,
+                    g_means2d, g_conics, g_opac, g_colors,
+                    width, height, tiles_x, C, c0, CG=cg, BATCH=BLEND_BATCH, FIRST=c0 == 0, num_warps=BLEND_WARPS,
+                )
         g_bg = (g_image * T_final[..., None]).sum((0, 1)) if ctx.has_bg else None
         return g_means2d, g_conics, g_opac, g_colors, g_bg, None, None, None, None
 

@@ -103,7 +103,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _corner_rows(x0, y0, res, dense, T: tl.constexpr):
-        """Table rows of the 4 corners (00, 10, 01, 11) of cells (x0, y0), [BM, BL] int32 each."""
+        """Table rows of the 4 corners (00, 10, 01, 11) of cells (x0, y0), int32 each."""
         x1 = x0 + 1
         y1 = y0 + 1
         side = res + 1
@@ -118,55 +118,74 @@ if HAS_TRITON:
         return r00, r10, r01, r11
 
     @triton.jit
-    def _cell(coords_ptr, axes_ptr, res_ptr, pid_p, offs_m, offs_l, M, stride_m, stride_d, L, T: tl.constexpr):
-        """Shared front half of both kernels: clamped coords, cell indices, weights, corner rows."""
+    def _block_coords(coords_ptr, axes_ptr, plane, offs_m, M, stride_m, stride_d):
+        """The plane's two raw coordinates of a block of points and the clamped ones, [BLOCK_M] each."""
         mask_m = offs_m < M
-        mask_l = offs_l < L
-        ax = tl.load(axes_ptr + 2 * pid_p)
-        ay = tl.load(axes_ptr + 2 * pid_p + 1)
-        row_ptr = coords_ptr + offs_m.to(tl.int64) * stride_m
+        ax = tl.load(axes_ptr + 2 * plane)
+        ay = tl.load(axes_ptr + 2 * plane + 1)
+        row_ptr = coords_ptr + offs_m * stride_m
         cx_raw = tl.load(row_ptr + ax * stride_d, mask=mask_m, other=0.0)
         cy_raw = tl.load(row_ptr + ay * stride_d, mask=mask_m, other=0.0)
         cx = tl.minimum(tl.maximum(cx_raw, 0.0), 1.0)
         cy = tl.minimum(tl.maximum(cy_raw, 0.0), 1.0)
-        res = tl.load(res_ptr + offs_l, mask=mask_l, other=1)  # [BL] int32
+        return cx_raw, cy_raw, cx, cy, mask_m
+
+    @triton.jit
+    def _level_cell(cx, cy, res_ptr, level, T: tl.constexpr):
+        """One level: cell weights and the 4 corner rows of each point (the level is the same
+        for every lane, so its resolution and dense/hashed choice are scalars)."""
+        res = tl.load(res_ptr + level)
         resf = res.to(tl.float32)
-        px = cx[:, None] * resf[None, :]
-        py = cy[:, None] * resf[None, :]
-        x0 = tl.minimum(tl.maximum(tl.floor(px), 0.0), (resf - 1.0)[None, :])
-        y0 = tl.minimum(tl.maximum(tl.floor(py), 0.0), (resf - 1.0)[None, :])
-        wx = px - x0
-        wy = py - y0
-        res2 = res[None, :]
-        dense = (res2 + 1) * (res2 + 1) <= T
-        r00, r10, r01, r11 = _corner_rows(x0.to(tl.int32), y0.to(tl.int32), res2, dense, T)
-        mask = mask_m[:, None] & mask_l[None, :]
-        return cx_raw, cy_raw, wx, wy, resf, r00, r10, r01, r11, mask
+        px = cx * resf
+        py = cy * resf
+        x0 = tl.minimum(tl.maximum(tl.floor(px), 0.0), resf - 1.0)
+        y0 = tl.minimum(tl.maximum(tl.floor(py), 0.0), resf - 1.0)
+        dense = (res + 1) * (res + 1) <= T  # res < 2**15: no overflow
+        r00, r10, r01, r11 = _corner_rows(x0.to(tl.int32), y0.to(tl.int32), res, dense, T)
+        return px - x0, py - y0, resf, r00, r10, r01, r11
+
+    @triton.jit
+    def _program_levels(L, ONE_LEVEL: tl.constexpr):
+        """(plane, first level, end level) of this program: grid axis 1 is the plane (all levels
+        in a loop) or, with ONE_LEVEL, plane * L + level (tiny-cuda-nn's level-on-the-grid)."""
+        pid = tl.program_id(1)
+        if ONE_LEVEL:
+            plane = pid // L
+            l0 = pid % L
+            l1 = l0 + 1
+        else:
+            plane = pid
+            l0 = 0
+            l1 = L
+        return plane, l0, l1
 
     @triton.jit
     def _hashgrid_fwd_kernel(
         coords_ptr, axes_ptr, res_ptr, table_ptr, out_ptr,
         M, stride_m, stride_d, L,
         T: tl.constexpr, F: tl.constexpr, P: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_L: tl.constexpr,
+        BLOCK_M: tl.constexpr, ONE_LEVEL: tl.constexpr, WIDE: tl.constexpr,
     ):
-        pid_m = tl.program_id(0)
-        pid_p = tl.program_id(1)
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_l = tl.arange(0, BLOCK_L)
-        _, _, wx, wy, _, r00, r10, r01, r11, mask = _cell(
-            coords_ptr, axes_ptr, res_ptr, pid_p, offs_m, offs_l, M, stride_m, stride_d, L, T
-        )
-        # table [P, L, T, F] contiguous; base row of (plane, level)
-        base = (pid_p * L + offs_l).to(tl.int64)[None, :] * T
-        out_row = offs_m.to(tl.int64)[:, None] * (P * L * F) + (pid_p * L + offs_l)[None, :] * F
-        for f in tl.static_range(F):
-            f00 = tl.load(table_ptr + (base + r00) * F + f, mask=mask, other=0.0)
-            f10 = tl.load(table_ptr + (base + r10) * F + f, mask=mask, other=0.0)
-            f01 = tl.load(table_ptr + (base + r01) * F + f, mask=mask, other=0.0)
-            f11 = tl.load(table_ptr + (base + r11) * F + f, mask=mask, other=0.0)
-            val = (f00 * (1.0 - wx) + f10 * wx) * (1.0 - wy) + (f01 * (1.0 - wx) + f11 * wx) * wy
-            tl.store(out_ptr + out_row + f, val, mask=mask)
+        """out [M, P*L*F] = bilinear corner features; table [P, L, T, F] contiguous."""
+        plane, l0, l1 = _program_levels(L, ONE_LEVEL)
+        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        if WIDE:  # some address passes 2**31 - 1 (decided on the host)
+            offs_m = offs_m.to(tl.int64)
+        cx_raw, cy_raw, cx, cy, mask = _block_coords(coords_ptr, axes_ptr, plane, offs_m, M, stride_m, stride_d)
+        out_row = out_ptr + offs_m * (P * L * F)
+        for level in range(l0, l1):
+            wx, wy, resf, r00, r10, r01, r11 = _level_cell(cx, cy, res_ptr, level, T)
+            pl = plane * L + level
+            if WIDE:
+                pl = pl.to(tl.int64)
+            tab = table_ptr + pl * (T * F)
+            for f in tl.static_range(F):
+                f00 = tl.load(tab + r00 * F + f, mask=mask, other=0.0)
+                f10 = tl.load(tab + r10 * F + f, mask=mask, other=0.0)
+                f01 = tl.load(tab + r01 * F + f, mask=mask, other=0.0)
+                f11 = tl.load(tab + r11 * F + f, mask=mask, other=0.0)
+                val = (f00 * (1.0 - wx) + f10 * wx) * (1.0 - wy) + (f01 * (1.0 - wx) + f11 * wx) * wy
+                tl.store(out_row + pl * F + f, val, mask=mask)
 
     @triton.jit
     def _hashgrid_bwd_kernel(
@@ -174,71 +193,117 @@ if HAS_TRITON:
         M, stride_m, stride_d, L,
         T: tl.constexpr, F: tl.constexpr, P: tl.constexpr,
         NEED_TABLE: tl.constexpr, NEED_COORDS: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_L: tl.constexpr,
+        BLOCK_M: tl.constexpr, ONE_LEVEL: tl.constexpr, WIDE: tl.constexpr,
     ):
-        pid_m = tl.program_id(0)
-        pid_p = tl.program_id(1)
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_l = tl.arange(0, BLOCK_L)
-        cx_raw, cy_raw, wx, wy, resf, r00, r10, r01, r11, mask = _cell(
-            coords_ptr, axes_ptr, res_ptr, pid_p, offs_m, offs_l, M, stride_m, stride_d, L, T
-        )
-        base = (pid_p * L + offs_l).to(tl.int64)[None, :] * T
-        out_row = offs_m.to(tl.int64)[:, None] * (P * L * F) + (pid_p * L + offs_l)[None, :] * F
-        dx = tl.zeros([BLOCK_M, BLOCK_L], dtype=tl.float32)
-        dy = tl.zeros([BLOCK_M, BLOCK_L], dtype=tl.float32)
-        for f in tl.static_range(F):
-            g = tl.load(gout_ptr + out_row + f, mask=mask, other=0.0)
-            if NEED_TABLE:
-                # relaxed: the adds need atomicity only, no ordering against other memory
-                tl.atomic_add(gtable_ptr + (base + r00) * F + f, g * (1.0 - wx) * (1.0 - wy), mask=mask, sem="relaxed")
-                tl.atomic_add(gtable_ptr + (base + r10) * F + f, g * wx * (1.0 - wy), mask=mask, sem="relaxed")
-                tl.atomic_add(gtable_ptr + (base + r01) * F + f, g * (1.0 - wx) * wy, mask=mask, sem="relaxed")
-                tl.atomic_add(gtable_ptr + (base + r11) * F + f, g * wx * wy, mask=mask, sem="relaxed")
-            if NEED_COORDS:
-                f00 = tl.load(table_ptr + (base + r00) * F + f, mask=mask, other=0.0)
-                f10 = tl.load(table_ptr + (base + r10) * F + f, mask=mask, other=0.0)
-                f01 = tl.load(table_ptr + (base + r01) * F + f, mask=mask, other=0.0)
-                f11 = tl.load(table_ptr + (base + r11) * F + f, mask=mask, other=0.0)
-                dx += g * ((f10 - f00) * (1.0 - wy) + (f11 - f01) * wy)
-                dy += g * ((f01 - f00) * (1.0 - wx) + (f11 - f10) * wx)
+        """Table gradient by relaxed atomic adds; coordinate gradient per plane into gcoords
+        [P, M, 2] (stored, or added atomically when each program holds one level)."""
+        plane, l0, l1 = _program_levels(L, ONE_LEVEL)
+        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        if WIDE:
+            offs_m = offs_m.to(tl.int64)
+        cx_raw, cy_raw, cx, cy, mask = _block_coords(coords_ptr, axes_ptr, plane, offs_m, M, stride_m, stride_d)
+        gout_row = gout_ptr + offs_m * (P * L * F)
+        gx = tl.zeros([BLOCK_M], dtype=tl.float32)
+        gy = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for level in range(l0, l1):
+            wx, wy, resf, r00, r10, r01, r11 = _level_cell(cx, cy, res_ptr, level, T)
+            pl = plane * L + level
+            if WIDE:
+                pl = pl.to(tl.int64)
+            tab = table_ptr + pl * (T * F)
+            gtab = gtable_ptr + pl * (T * F)
+            dx = tl.zeros([BLOCK_M], dtype=tl.float32)
+            dy = tl.zeros([BLOCK_M], dtype=tl.float32)
+            for f in tl.static_range(F):
+                g = tl.load(gout_row + pl * F + f, mask=mask, other=0.0)
+                if NEED_TABLE:
+                    # relaxed: the adds need atomicity only, no ordering against other memory
+                    tl.atomic_add(gtab + r00 * F + f, g * (1.0 - wx) * (1.0 - wy), mask=mask, sem="relaxed")
+                    tl.atomic_add(gtab + r10 * F + f, g * wx * (1.0 - wy), mask=mask, sem="relaxed")
+                    tl.atomic_add(gtab + r01 * F + f, g * (1.0 - wx) * wy, mask=mask, sem="relaxed")
+                    tl.atomic_add(gtab + r11 * F + f, g * wx * wy, mask=mask, sem="relaxed")
+                if NEED_COORDS:
+                    f00 = tl.load(tab + r00 * F + f, mask=mask, other=0.0)
+                    f10 = tl.load(tab + r10 * F + f, mask=mask, other=0.0)
+                    f01 = tl.load(tab + r01 * F + f, mask=mask, other=0.0)
+                    f11 = tl.load(tab + r11 * F + f, mask=mask, other=0.0)
+                    dx += g * ((f10 - f00) * (1.0 - wy) + (f11 - f01) * wy)
+                    dy += g * ((f01 - f00) * (1.0 - wx) + (f11 - f10) * wx)
+            # d pos / d c = res on this level
+            gx += dx * resf
+            gy += dy * resf
         if NEED_COORDS:
-            # d pos / d c = res per level; clamp passes the gradient only inside [0, 1]
-            gx = tl.sum(dx * resf[None, :], axis=1)
-            gy = tl.sum(dy * resf[None, :], axis=1)
+            # clamping passes the gradient only on [0, 1]
             gx = tl.where((cx_raw >= 0.0) & (cx_raw <= 1.0), gx, 0.0)
             gy = tl.where((cy_raw >= 0.0) & (cy_raw <= 1.0), gy, 0.0)
-            mask_m = offs_m < M
-            # gcoords [P, M, 2]: each plane writes its own slot, summed per axis on the host
-            gptr = gcoords_ptr + (pid_p * M + offs_m.to(tl.int64)) * 2
-            tl.store(gptr, gx, mask=mask_m)
-            tl.store(gptr + 1, gy, mask=mask_m)
+            gptr = gcoords_ptr + (plane * M + offs_m) * 2
+            if ONE_LEVEL:
+                tl.atomic_add(gptr, gx, mask=mask, sem="relaxed")
+                tl.atomic_add(gptr + 1, gy, mask=mask, sem="relaxed")
+            else:
+                tl.store(gptr, gx, mask=mask)
+                tl.store(gptr + 1, gy, mask=mask)
 
 
-def _launch_config():
-    # The interpreter runs programs one after another in Python: fewer, bigger blocks are faster.
-    return (1024, 4) if interpreting() else (128, 4)
+# Launch shape on CUDA, in one place (the launch code and benchmarks/kernel_resources.py read it).
+# A program takes HASHGRID_BLOCK_M points of one plane and walks the levels in a loop, one level
+# at a time: every lane of a step reads (and atomically adds into) the same level's table, the
+# block's coordinates are read once, and a row's L*F outputs are written within a few
+# microseconds of each other, so L2 merges them into whole sectors. HASHGRID_ONE_LEVEL puts the
+# level on the grid's second axis instead (tiny-cuda-nn's shape); with this output layout
+# ([M, P*L*F], row-major) it re-reads each block's coordinates L times and scatters a row's
+# writes over the whole run, and adds the coordinate gradient atomically. Both are kept so the
+# GPU check can time them side by side (benchmarks/hashgrid.py --layout).
+HASHGRID_BLOCK_M = 256
+HASHGRID_WARPS = 4
+HASHGRID_ONE_LEVEL = False
+_INTERPRETER_BLOCK_M = 1024  # the interpreter runs programs one after another: fewer, bigger ones
+
+
+def _wide(M: int, D: int, P: int, L: int, T: int, F: int) -> bool:
+    """Whether some element offset may pass 2**31 - 1 (then the kernels index in int64)."""
+    return max(P * L * T * F, M * P * L * F, P * M * 2, M * D) >= 2**31 - 1
+
+
+def _launch(M: int, P: int, L: int, one_level: bool | None):
+    one = HASHGRID_ONE_LEVEL if one_level is None else one_level
+    block_m = _INTERPRETER_BLOCK_M if interpreting() else HASHGRID_BLOCK_M
+    return block_m, one, (triton.cdiv(M, block_m), P * L if one else P)
+
+
+def gpu_launches():
+    """The hash-grid launches as made on CUDA for TriPlaneEncoder's defaults (see `_backend.Launch`)."""
+    from ._backend import Launch
+
+    types = {"axes_ptr": "*i32", "res_ptr": "*i32"}
+    consts = {"T": 2**14, "F": 1, "P": 3, "BLOCK_M": HASHGRID_BLOCK_M, "ONE_LEVEL": HASHGRID_ONE_LEVEL, "WIDE": False}
+    bwd = {**consts, "NEED_TABLE": True, "NEED_COORDS": True}
+    launches = [Launch("_hashgrid_fwd_kernel", consts, HASHGRID_WARPS, types),
+                Launch("_hashgrid_bwd_kernel", bwd, HASHGRID_WARPS, types)]
+    other = {"ONE_LEVEL": not HASHGRID_ONE_LEVEL}
+    launches += [Launch("_hashgrid_fwd_kernel", {**consts, **other}, HASHGRID_WARPS, types, "alternative layout"),
+                 Launch("_hashgrid_bwd_kernel", {**bwd, **other}, HASHGRID_WARPS, types, "alternative layout")]
+    return launches
 
 
 class _HashGridFunction(torch.autograd.Function):
     """Triton forward/backward of the P-plane hash grid. Inputs already checked and contiguous."""
 
     @staticmethod
-    def forward(ctx, coords, table, res_t, axes_t, axes):
+    def forward(ctx, coords, table, res_t, axes_t, axes, one_level=None):
         M, D = coords.shape
         P, L, T, F = table.shape
         out = torch.empty(M, P * L * F, device=coords.device, dtype=torch.float32)
-        block_m, warps = _launch_config()
-        block_l = triton.next_power_of_2(L)
+        block_m, one, grid = _launch(M, P, L, one_level)
+        wide = _wide(M, D, P, L, T, F)
         if M > 0:
-            grid = (triton.cdiv(M, block_m), P)
             _hashgrid_fwd_kernel[grid](
                 coords, axes_t, res_t, table, out,
                 M, coords.stride(0), coords.stride(1), L,
-                T=T, F=F, P=P, BLOCK_M=block_m, BLOCK_L=block_l, num_warps=warps,
+                T=T, F=F, P=P, BLOCK_M=block_m, ONE_LEVEL=one, WIDE=wide, num_warps=HASHGRID_WARPS,
             )
         ctx.save_for_backward(coords, table, res_t, axes_t)
-        ctx.axes = axes
+        ctx.axes, ctx.one_level = axes, one_level
         return out
 
     @staticmethod
@@ -249,16 +314,18 @@ class _HashGridFunction(torch.autograd.Function):
         M, D = coords.shape
         P, L, T, F = table.shape
         grad_out = grad_out.contiguous().float()
+        block_m, one, grid = _launch(M, P, L, ctx.one_level)
         gtable = torch.zeros_like(table) if need_table else table.new_empty(1)
-        gparts = coords.new_empty(P, M, 2) if need_coords else coords.new_empty(1)
-        block_m, warps = _launch_config()
+        if need_coords:  # one level per program adds its share atomically
+            gparts = coords.new_zeros(P, M, 2) if one else coords.new_empty(P, M, 2)
+        else:
+            gparts = coords.new_empty(1)
         if M > 0 and (need_table or need_coords):
-            grid = (triton.cdiv(M, block_m), P)
             _hashgrid_bwd_kernel[grid](
                 coords, axes_t, res_t, table, grad_out, gtable, gparts,
                 M, coords.stride(0), coords.stride(1), L,
                 T=T, F=F, P=P, NEED_TABLE=need_table, NEED_COORDS=need_coords,
-                BLOCK_M=block_m, BLOCK_L=triton.next_power_of_2(L), num_warps=warps,
+                BLOCK_M=block_m, ONE_LEVEL=one, WIDE=_wide(M, D, P, L, T, F), num_warps=HASHGRID_WARPS,
             )
         gcoords = None
         if need_coords:
@@ -269,7 +336,7 @@ class _HashGridFunction(torch.autograd.Function):
                 for p, (ax, ay) in enumerate(ctx.axes):
                     gcoords[:, ax] += gparts[p, :, 0]
                     gcoords[:, ay] += gparts[p, :, 1]
-        return gcoords, (gtable if need_table else None), None, None, None
+        return gcoords, (gtable if need_table else None), None, None, None, None
 
 
 # ----------------------------------------------------------------------------- public functions
@@ -357,6 +424,10 @@ class TriPlaneEncoder(nn.Module):
 
     Parameters: ``tables [3, L, T, F]`` initialised uniform in [-1e-4, 1e-4] (instant-ngp).
     forward(positions [N, 3]) -> features [N, 3*L*F] float32 (plane-major, then level-major).
+
+    ``check`` (default True) scans the positions for NaN/inf on every call, a host
+    synchronisation on a GPU; the deformation fields, which encode their own Gaussians every
+    step, build theirs with check=False (an attribute: it is not saved with the model).
     """
 
     def __init__(
@@ -369,6 +440,7 @@ class TriPlaneEncoder(nn.Module):
         finest_resolution: int = 512,
         log2_table_size: int = 14,
         backend: str = "auto",
+        check: bool = True,
     ):
         super().__init__()
         lo = torch.as_tensor(bound_min, dtype=torch.float32).reshape(3)
@@ -381,6 +453,7 @@ class TriPlaneEncoder(nn.Module):
         self.n_levels, self.n_features = n_levels, n_features
         self.table_size = 2**log2_table_size
         self.backend = backend
+        self.check = check
         self.tables = nn.Parameter(torch.empty(3, n_levels, self.table_size, n_features).uniform_(-1e-4, 1e-4))
 
     @property
@@ -392,9 +465,9 @@ class TriPlaneEncoder(nn.Module):
         return (positions - self.bound_min) / (self.bound_max - self.bound_min)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        check_tensor("positions", positions, (None, 3))
+        check_tensor("positions", positions, (None, 3), finite=self.check)
         coords = self.normalize(positions.to(self.tables.dtype)).contiguous()
-        # positions were checked for NaN/inf above; the tables are not re-scanned every call
+        # positions were checked above (or not, by choice); the tables are not re-scanned every call
         return _hashgrid_planes(coords, self.tables, self.resolutions, TRIPLANE_AXES, self.backend, check_values=False)
 
     def extra_repr(self) -> str:
@@ -402,3 +475,4 @@ class TriPlaneEncoder(nn.Module):
             f"levels={self.n_levels}, features={self.n_features}, table_size={self.table_size}, "
             f"resolutions={self.resolutions[0]}->{self.resolutions[-1]}"
         )
+

@@ -383,6 +383,14 @@ if HAS_TRITON:
 
 
 _BLOCK = 128
+_WARPS = 4
+
+
+def gpu_launches():
+    """The projection launches as made on CUDA (see `_backend.Launch`)."""
+    from ._backend import Launch
+
+    return [Launch(k, {"BLOCK": _BLOCK}, _WARPS, {"radii_ptr": "*i32"}) for k in ("_project_fwd_kernel", "_project_bwd_kernel")]
 
 
 class _ProjectGaussians(torch.autograd.Function):
@@ -400,7 +408,7 @@ class _ProjectGaussians(torch.autograd.Function):
             tiles_x, tiles_y = tile_grid(width, height)
             _project_fwd_kernel[(triton.cdiv(n, _BLOCK),)](
                 means3d, quats, scales, viewmat, K, means2d, conics, depths, radii,
-                n, width, height, tiles_x, tiles_y, BLOCK=_BLOCK,
+                n, width, height, tiles_x, tiles_y, BLOCK=_BLOCK, num_warps=_WARPS,
             )
         ctx.save_for_backward(means3d, quats, scales, viewmat, K, radii)
         ctx.size = (width, height)
@@ -419,7 +427,7 @@ class _ProjectGaussians(torch.autograd.Function):
             _project_bwd_kernel[(triton.cdiv(n, _BLOCK),)](
                 means3d, quats, scales, viewmat, K, radii,
                 g_means2d.contiguous(), g_conics.contiguous(), g_means, g_quats, g_scales,
-                n, width, height, BLOCK=_BLOCK,
+                n, width, height, BLOCK=_BLOCK, num_warps=_WARPS,
             )
         return g_means, g_quats, g_scales, None, None, None, None
 

@@ -28,6 +28,7 @@ def rasterize(
     height: int,
     background: torch.Tensor | None = None,
     backend: str = "auto",
+    check: bool = True,
 ):
     """Render Gaussians seen by one pinhole camera.
 
@@ -42,6 +43,11 @@ def rasterize(
         width, height: image size in pixels.
         background: [C] colour behind the Gaussians, or None for black.
         backend: "auto" (Triton on CUDA tensors, torch elsewhere), "triton" or "torch".
+        check: also scan the values (NaN/inf, zero quaternions, non-positive scales and focal
+            lengths). Each scan is a host synchronisation on a GPU; callers that render their
+            own parameters every step (the trainer, the talker) pass False. Shapes, dtypes and
+            devices are checked either way. With check=False the Triton path synchronises once
+            (to size the intersection buffer).
 
     All tensors float32 on one device (float64 too with backend="torch"). Differentiable with
     respect to means3d, quats, scales, opacities, colors and background; viewmat and K are
@@ -55,7 +61,7 @@ def rasterize(
         int32 and `backend` (the one that ran).
     """
     means3d, quats, scales, opacities, colors, viewmat, K, background, backend = _check_inputs(
-        means3d, quats, scales, opacities, colors, viewmat, K, width, height, background, backend
+        means3d, quats, scales, opacities, colors, viewmat, K, width, height, background, backend, check
     )
     viewmat, K = viewmat.detach(), K.detach()
     means2d, conics, depths, radii = project_gaussians(means3d, quats, scales, viewmat, K, width, height, backend)
@@ -73,28 +79,30 @@ def rasterize(
     return image, alpha, meta
 
 
-def _check_inputs(means3d, quats, scales, opacities, colors, viewmat, K, width, height, background, backend):
+def _check_inputs(means3d, quats, scales, opacities, colors, viewmat, K, width, height, background, backend, check=True):
     for name, v in (("width", width), ("height", height)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    check_tensor("means3d", means3d, (None, 3))
+    check_tensor("means3d", means3d, (None, 3), finite=False)  # its values are scanned once, below
     device, n = means3d.device, means3d.shape[0]
     backend = resolve_backend(backend, device)
     dtypes = (torch.float32,) if backend == "triton" else (torch.float32, torch.float64)
     if means3d.dtype not in dtypes:
         raise ValueError(f"means3d must be float32 for backend='triton' (float64 only with backend='torch'), got {means3d.dtype}")
     dtypes = (means3d.dtype,)
-    check_tensor("means3d", means3d, (None, 3), dtypes)
-    check_tensor("quats", quats, (n, 4), dtypes, device)
-    check_tensor("scales", scales, (n, 3), dtypes, device)
-    check_tensor("opacities", opacities, (n,), dtypes, device)
+    check_tensor("means3d", means3d, (None, 3), dtypes, finite=check)
+    check_tensor("quats", quats, (n, 4), dtypes, device, finite=check)
+    check_tensor("scales", scales, (n, 3), dtypes, device, finite=check)
+    check_tensor("opacities", opacities, (n,), dtypes, device, finite=check)
     if not isinstance(colors, torch.Tensor) or colors.dim() != 2:
-        check_tensor("colors", colors, (n, None), dtypes, device)
-    check_tensor("colors", colors, (n, colors.shape[1]), dtypes, device)
-    check_tensor("viewmat", viewmat, (4, 4), dtypes, device)
-    check_tensor("K", K, (3, 3), dtypes, device)
+        check_tensor("colors", colors, (n, None), dtypes, device, finite=check)
+    check_tensor("colors", colors, (n, colors.shape[1]), dtypes, device, finite=check)
+    check_tensor("viewmat", viewmat, (4, 4), dtypes, device, finite=check)
+    check_tensor("K", K, (3, 3), dtypes, device, finite=check)
     if background is not None:
-        check_tensor("background", background, (colors.shape[1],), dtypes, device)
+        check_tensor("background", background, (colors.shape[1],), dtypes, device, finite=check)
+    if not check:  # the value scans below each wait for the GPU
+        return means3d, quats, scales, opacities, colors, viewmat, K, background, backend
     if n and bool((quats.detach().norm(dim=-1) == 0).any()):
         raise ValueError("quats holds rows of zero length: a rotation needs a non-zero (w, x, y, z)")
     if n and bool((scales.detach() <= 0).any()):

@@ -104,7 +104,7 @@ class _DeformMLP(nn.Module):
 def _make_encoder(encoder: TriPlaneEncoder | None, encoder_kwargs: dict) -> TriPlaneEncoder:
     if encoder is not None and encoder_kwargs:
         raise ValueError("pass either an encoder or encoder keyword arguments, not both")
-    return encoder if encoder is not None else TriPlaneEncoder(**encoder_kwargs)
+    return encoder if encoder is not None else TriPlaneEncoder(**{"check": False, **encoder_kwargs})  # no per-step host sync
 
 
 class FaceDeformation(nn.Module):
