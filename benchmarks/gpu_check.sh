@@ -22,7 +22,7 @@ out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
 unset TRITON_INTERPRET
 t0=$(date +%s)
-budget=${GPU_CHECK_SECONDS:-470}
+budget=${GPU_CHECK_SECONDS:-510}
 fails=()
 left() { local l=$((budget - ($(date +%s) - t0))); [ "$l" -lt 10 ] && l=10; [ "$1" -lt "$l" ] && l=$1; echo "$l"; }
 stage() {  # stage NAME MAX_SECONDS FILE CMD...: run bounded, tee to FILE, record a failure
@@ -96,7 +96,8 @@ fi
 stage "kernel resources (sm_$sm, loaded)" 150 "$out/resources.md" \
   python3 benchmarks/kernel_resources.py --sm "$sm" --loaded --check
 stage "kernel tests on CUDA" 200 "$out/tests.txt" \
-  python3 -m pytest -q -p no:cacheprovider -rs tests/test_rasterize.py tests/test_hashgrid.py -k "not fits_image"
+  python3 -m pytest -q -p no:cacheprovider -rs tests/test_rasterize.py tests/test_hashgrid.py \
+    tests/test_train.py::test_trainer_step_synchronises_once_per_rasterize -k "not fits_image"
 
 # ---- gsplat must be built before the timings
 if [ -n "$gs_pid" ]; then
@@ -106,6 +107,10 @@ fi
 export TORCH_EXTENSIONS_DIR=/tmp/torch_ext TORCH_CUDA_ARCH_LIST="$arch"
 stage "stage timings, hash grid, render fps" 240 "$out/stages_log.txt" \
   python3 benchmarks/gpu_stages.py --out "$out"
+
+stage "Trainer steps at 512 px" 60 /tmp/train_speed.md \
+  python3 benchmarks/train_speed.py --size 512 --steps 50
+cat /tmp/train_speed.md >> "$out/fps.md"  # (8 files come back at most)
 
 echo "total $(( $(date +%s) - t0 ))s" | tee -a "$out/device.txt"
 if [ ${#fails[@]} -gt 0 ]; then

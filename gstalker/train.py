@@ -61,6 +61,7 @@ NETWORK_LR = {"tables": 5e-3, "other": 5e-4}
 NETWORK_LR_FINAL = 0.1  # share of the network learning rates left at the end of the run
 LOSS_WEIGHTS = {"mask": 0.1, "lpips": 0.05, "lip": 0.5}
 CHECKPOINT = "checkpoint.safetensors"
+HISTORY_FLUSH = 25  # steps between read-backs of the loss history (one host sync each)
 
 
 @dataclass
@@ -286,7 +287,8 @@ class Trainer:
         self.gauss_opt = self._gaussian_optimizer()
         self.net_opt = self._network_optimizer()
         self.step_count = 0
-        self.history: list[list[float]] = []  # [step, loss, psnr]
+        self._history: list[list[float]] = []  # [step, loss, psnr]
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # not yet read back from the device
         self.lpips = LpipsLoss(settings.lpips, data.device, pretrained=lpips_pretrained)
 
     @property
@@ -369,8 +371,9 @@ class Trainer:
                                      check=False)
         return {"image": rgb, "head_alpha": alpha, "head_meta": meta}
 
-    def step(self) -> tuple[float, float]:
-        """One iteration: returns (loss, psnr of the rendered frame)."""
+    def step(self) -> None:
+        """One iteration. Its loss and PSNR land in `history` (read back from the device in
+        batches, so a step on a GPU waits for nothing but the intersection buffers' sizes)."""
         deform = self.stage == "deform"
         ids = self.data.train_ids
         i = int(ids[torch.randint(len(ids), (1,), generator=self.gen)])
@@ -398,9 +401,29 @@ class Trainer:
             self.net_opt.step()
         self.step_count += 1
         self._density_control()
-        value = (float(loss.detach()), psnr(out["image"].detach().clamp(0, 1), image))
-        self.history.append([self.step_count, *value])
-        return value
+        # read back every HISTORY_FLUSH steps, not every step: a float() here is a host sync per step on a GPU
+        with torch.no_grad():
+            self._pending.append((self.step_count, loss.detach(), F.mse_loss(out["image"].detach().clamp(0, 1), image)))
+        if len(self._pending) >= HISTORY_FLUSH:
+            self._flush_history()
+
+    @property
+    def history(self) -> list[list[float]]:
+        """[[step, loss, psnr of the trained frame], ...] of every step so far."""
+        self._flush_history()
+        return self._history
+
+    @history.setter
+    def history(self, rows: list[list[float]]) -> None:
+        self._pending = []
+        self._history = rows
+
+    def _flush_history(self) -> None:
+        if self._pending:
+            values = torch.stack([torch.stack([lo, ms]) for _, lo, ms in self._pending]).double().cpu()
+            for (step, _, _), (lo, ms) in zip(self._pending, values.tolist()):
+                self._history.append([step, lo, 10 * math.log10(1.0 / max(ms, 1e-10))])
+            self._pending = []
 
     def _density_stats(self, out, size, radius_scale: float = 1.0, parts=("head", "torso")):
         """3DGS's statistics from one rendered view of `size` (width, height) pixels; its radii
@@ -582,8 +605,13 @@ def run_training(trainer: Trainer, progress: bool | None = None, checkpoint_ever
                 bar = bars.task(stage, end - begin, completed=max(0, trainer.step_count - begin))
                 stage_t0, stage_step0 = time.monotonic(), trainer.step_count
                 while trainer.step_count < end:
-                    loss, p = trainer.step()
-                    bar.advance(1, loss=loss, psnr=p, gaussians=len(trainer.model.gaussians.head) + len(trainer.model.gaussians.torso))
+                    trainer.step()
+                    if trainer.step_count % HISTORY_FLUSH == 0:
+                        _, loss, p = trainer.history[-1]
+                        bar.advance(1, loss=loss, psnr=p,
+                                    gaussians=len(trainer.model.gaussians.head) + len(trainer.model.gaussians.torso))
+                    else:
+                        bar.advance(1)
                     if every and trainer.step_count % every == 0:
                         path = trainer.preview(previews / f"step_{trainer.step_count:06d}.png")
                         if on_preview:

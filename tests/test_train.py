@@ -104,3 +104,32 @@ def test_settings_from_preset():
         FitSettings.from_preset("fast", size=8)
     with pytest.raises(ValueError, match="--iters must be at least 2"):
         FitSettings.from_preset("fast", iters=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="counts CUDA host synchronisations (needs a GPU)")
+def test_trainer_step_synchronises_once_per_rasterize(tmp_path):
+    """The Trainer's own step on a GPU (deformation stage, no densification that step), after
+    warm-up: one host synchronisation per rasterize call (head and torso: the intersection
+    buffers' sizes), none for the loss, the history or the density statistics."""
+    import warnings
+
+    clip = SyntheticClip(n=30, size=32)
+    data = TrainData(clip, torch.device("cuda"))
+    s = FitSettings.from_preset("smoke", size=32, lpips="off")
+    s.static_iters, s.deform_iters = 2, 40
+    s.schedule.update(n_head=300, n_torso=150, densify_every=0, preview_every=0, opacity_reset_every=0,
+                      log2_table_size=8)
+    t = Trainer(data, s, clip.feature_meta, tmp_path)
+    for _ in range(30):  # every frame cached on the device
+        t.step()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            t.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    where = "\n".join(f"{w.filename}:{w.lineno}: {w.message}" for w in syncs)
+    assert len(syncs) <= 2, f"{len(syncs)} host synchronisations in one training step:\n{where}"

@@ -137,10 +137,11 @@ class Gaussians(nn.Module):
         """After a backward pass: means2d_grad [N, 2] (rasterize's ``meta["means2d"].grad``),
         radii [N] (``meta["radii"]``, 0 = not drawn). Accumulates 3DGS's view-space gradient
         norm and the largest screen radius of each drawn Gaussian."""
-        visible = radii > 0
-        self.grad_accum[visible] += means2d_grad[visible].norm(dim=-1).to(self.grad_accum)
-        self.grad_count[visible] += 1
-        self.max_radii[visible] = torch.maximum(self.max_radii[visible], radii[visible].to(self.max_radii))
+        # masks multiply rather than index: boolean indexing would sync with the GPU every step
+        visible = (radii > 0).to(self.grad_accum)
+        self.grad_accum += means2d_grad.norm(dim=-1).to(self.grad_accum) * visible
+        self.grad_count += visible.to(self.grad_count)
+        self.max_radii.copy_(torch.maximum(self.max_radii, radii.to(self.max_radii) * visible))
 
     # ---------------------------------------------------------------- resizing (with optimiser)
 

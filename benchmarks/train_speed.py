@@ -1,0 +1,77 @@
+"""Training iterations per second of the real Trainer (both stages, the mouth patch off, no
+densification while timed) on the synthetic clip, so a preset's schedule can be timed without
+preprocessing a video (the GPU machine has no MediaPipe or PyAV).
+
+    python benchmarks/train_speed.py                       # 512 px, 10k + 10k Gaussians (the fast preset's start)
+    python benchmarks/train_speed.py --size 64 --steps 5   # a CPU smoke check of the script
+
+Prints a Markdown table: stage, Gaussians, ms per iteration, and what the `fast` preset's
+3,000 + 30,000 iterations would take at that rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--gaussians", type=int, default=10000, help="head and torso Gaussians each")
+    ap.add_argument("--steps", type=int, default=100, help="timed iterations per stage")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+
+    import gstalker  # noqa: F401
+    import torch
+
+    from gstalker.api import resolve_device
+    from gstalker.train import FitSettings, Trainer, TrainData
+    from synthetic import SyntheticClip
+
+    dev = resolve_device(args.device)
+    clip = SyntheticClip(n=40, size=args.size)
+    data = TrainData(clip, dev)
+    s = FitSettings.from_preset("fast", size=args.size, lpips="off")
+    s.static_iters, s.deform_iters = 10 ** 6, 10 ** 6
+    s.schedule.update(n_head=args.gaussians, n_torso=args.gaussians, densify_every=0, preview_every=0,
+                      opacity_reset_every=0)
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Trainer(data, s, clip.feature_meta, tmp)
+        for stage, first in (("static", 0), ("deformation", s.static_iters)):
+            t.step_count = first
+            for _ in range(min(10, args.steps)):  # warm-up: compilation, every frame cached
+                t.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                t.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            rows.append((stage, (time.perf_counter() - t0) / args.steps * 1000))
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    print(f"Trainer.step on {name}, {args.size}x{args.size}, {args.gaussians} + {args.gaussians} Gaussians, "
+          f"{args.steps} timed steps per stage\n")
+    print("| stage | ms / iteration |")
+    print("|---|---|")
+    for stage, ms in rows:
+        print(f"| {stage} | {ms:.1f} |")
+    fast = 3000 * rows[0][1] + 30000 * rows[1][1]
+    print(f"\nfast preset (3,000 + 30,000 iterations) at these rates: {fast / 60000:.1f} min "
+          "(densification grows the Gaussian count during a real run)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
