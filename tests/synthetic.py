@@ -6,9 +6,11 @@ import torch
 
 class SyntheticClip:
     """`n` frames of a disc 'head' over a box 'torso' on a plain background; a dark 'mouth' in
-    the disc opens and closes with the first audio feature."""
+    the disc opens and closes with the audio features (all equal to the mouth opening, plus
+    noise). `mouth` [n] in [0, 1]: the opening per frame (default a sine of period 4 pi frames)."""
 
-    def __init__(self, n: int = 40, size: int = 64, feature_dim: int = 8, window: int = 16, seed: int = 0):
+    def __init__(self, n: int = 40, size: int = 64, feature_dim: int = 8, window: int = 16, seed: int = 0,
+                 mouth=None):
         rng = np.random.default_rng(seed)
         self.size = (size, size)
         self.num_frames = n
@@ -19,7 +21,7 @@ class SyntheticClip:
         viewmats[:, 2, 3] = 6.0
         viewmats[:, 0, 3] = 0.05 * torch.sin(torch.arange(n) / 5)
         self.viewmats = viewmats
-        self.mouth = 0.5 + 0.5 * np.sin(np.arange(n) / 2)
+        self.mouth = 0.5 + 0.5 * np.sin(np.arange(n) / 2) if mouth is None else np.asarray(mouth, np.float64)
         feats = self.mouth[:, None, None] + 0.05 * rng.standard_normal((n, window, feature_dim))
         self._features = torch.tensor(feats, dtype=torch.float32)
         self.tracks = {
