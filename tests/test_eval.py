@@ -102,6 +102,86 @@ def test_lpips_only_with_its_weights(monkeypatch, tmp_path):
     assert lp.available and lp(x, x) == pytest.approx(0.0, abs=1e-6) and lp(x, 1 - x) > 0
 
 
+# ------------------------------------------------------------------ lip-sync measures (gstalker.metrics)
+
+
+def test_loudness_db_per_frame():
+    from gstalker import metrics as M
+
+    t = np.arange(3 * 640) / 16000
+    wave = np.zeros(3 * 640 + 100)
+    wave[:640] = 1.0  # full-scale DC: 0 dB
+    wave[640:1280] = 0.1 * np.sin(2 * np.pi * 400 * t[:640])  # 400 Hz sine at 0.1: -23.01 dB
+    # frame 2 silent, frame 3 only partly present (100 samples of silence): floored
+    db = M.loudness_db(wave, 4)
+    assert db.shape == (4,)
+    assert db[0] == pytest.approx(0.0, abs=1e-6)
+    assert db[1] == pytest.approx(20 * math.log10(0.1 / math.sqrt(2)), abs=1e-3)
+    assert db[2] == pytest.approx(M.FLOOR_DB) and db[3] == pytest.approx(M.FLOOR_DB)
+    # frame k covers [k/25, (k+1)/25) s: a click in sample 640 belongs to frame 1 only
+    click = np.zeros(1280)
+    click[640] = 1.0
+    assert list(M.loudness_db(click, 2) > -50) == [False, True]
+
+
+def test_mouth_opening_ratio():
+    from gstalker import metrics as M
+
+    lm = np.zeros((3, 478, 2))
+    lm[:, 33] = (10.0, 50.0)
+    lm[:, 263] = (90.0, 50.0)  # eye corners 80 px apart
+    lm[:, 13] = (50.0, 70.0)
+    lm[:, 14] = [(50.0, 70.0), (50.0, 78.0), (53.0, 74.0)]  # gaps 0, 8, 5
+    assert np.allclose(M.mouth_opening_ratio(lm), [0.0, 0.1, 0.0625])
+    assert np.allclose(M.mouth_opening_ratio(lm * 4), [0.0, 0.1, 0.0625]), "independent of the image size"
+    lm[1] = np.nan  # no face found in frame 1
+    r = M.mouth_opening_ratio(lm)
+    assert np.isnan(r[1]) and np.isfinite(r[[0, 2]]).all()
+
+
+def test_av_sync_finds_the_lag_and_its_sign():
+    from gstalker import metrics as M
+
+    rng = np.random.default_rng(0)
+    loud = rng.normal(size=60)
+    late = np.roll(loud, 2)  # the mouth of frame t follows the sound of frame t - 2
+    corr, lag = M.av_sync(loud, late)
+    assert lag == 2 and corr == pytest.approx(1.0, abs=1e-9), "positive lag = mouth after the sound"
+    corr, lag = M.av_sync(loud, np.roll(loud, -1))
+    assert lag == -1 and corr == pytest.approx(1.0, abs=1e-9)
+    # a mouth that closes when it is loud is anti-correlated at every lag: not sync
+    corr, lag = M.av_sync(loud, -loud)
+    assert corr < 0.5
+    # outside the lag range: no strong correlation
+    corr, _ = M.av_sync(loud, np.roll(loud, 5))
+    assert corr < 0.5
+    # missing frames are left out, undefined cases are None
+    op = late.copy()
+    op[10:20] = np.nan
+    assert M.av_sync(loud, op) == (pytest.approx(1.0, abs=1e-9), 2)
+    assert M.av_sync(loud[:9], loud[:9]) == (None, None)  # under 10 frames
+    assert M.av_sync(loud, np.ones(60)) == (None, None)  # a still mouth
+    with pytest.raises(ValueError):
+        M.av_sync(loud, loud[:-1])
+
+
+def test_mouth_motion_and_silence_motion_threshold():
+    from gstalker import metrics as M
+
+    assert M.mouth_motion([1.0, 3.0, np.nan]) == pytest.approx(1.0)
+    assert M.mouth_motion([2.0]) is None
+    # median loudness -20 dB: frames at -51 dB are silent (31 dB under), frames at -49 dB (29 under) are not
+    loud = np.array([-20.0] * 24 + [-51.0] * 10 + [-49.0] * 6)
+    opening = np.array([0.0, 0.2] * 12 + [0.1, 0.12] * 5 + [0.0, 0.4] * 3)
+    assert M.silent_frames(loud).tolist() == [False] * 24 + [True] * 10 + [False] * 6
+    assert M.silent_frames(loud, below_db=28).sum() == 16 and M.silent_frames(loud, below_db=32).sum() == 0
+    speech = M.mouth_motion(np.r_[opening[:24], opening[34:]])
+    assert M.silence_motion(loud, opening) == pytest.approx(0.01 / speech)
+    assert M.silence_motion(loud, opening, below_db=32) is None, "no frame 32 dB under the median"
+    assert M.silent_spans(loud) == [(24, 34)]
+    assert M.silence_motion(np.full(40, -20.0), opening) is None
+
+
 # ------------------------------------------------------------------ a synthetic preprocessing workdir
 
 
