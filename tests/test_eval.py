@@ -243,7 +243,7 @@ def tiny(tmp_path_factory):
     return {"model": t.model.save(tmp / "subject.safetensors", {"iterations": 30}), "workdir": wd, "tmp": tmp}
 
 
-TOP_KEYS = ["schema", "gstalker_version", "model", "workdir", "device", "device_name", "size", "frames", "heldout",
+TOP_KEYS = ["schema", "mode", "gstalker_version", "model", "workdir", "device", "device_name", "size", "frames", "heldout",
             "baseline", "metrics"]
 METRIC_KEYS = ["metric", "value", "unit", "frames", "baseline", "better", "note"]
 
@@ -256,9 +256,11 @@ def test_eval_command_report_and_video(tiny, tmp_path):
     assert "| psnr |" in result.output and "baseline" in result.output and str(out) in result.output
     report = json.loads(out.read_text())
     # the schema is a contract: keys, order of metrics, units
-    assert list(report) == TOP_KEYS and report["schema"] == "gstalker.eval/1"
+    assert list(report) == TOP_KEYS and report["schema"] == "gstalker.eval/1" and report["mode"] == "self"
+    # the original metrics keep their order; the lip-sync ones follow
     assert [m["metric"] for m in report["metrics"]] == ["psnr", "ssim", "psnr_face", "ssim_face", "lpips", "lmd",
-                                                        "lip_corr", "render_fps"]
+                                                        "lip_corr", "render_fps", "av_sync", "av_lag",
+                                                        "mouth_motion", "silence_motion"]
     assert all(list(m) == METRIC_KEYS for m in report["metrics"])
     assert {m["metric"]: m["unit"] for m in report["metrics"]}["psnr"] == "dB"
     from gstalker.evaluate import file_sha256, metric
@@ -278,11 +280,17 @@ def test_eval_command_report_and_video(tiny, tmp_path):
     for name in ("lmd", "lip_corr"):
         m = metric(report, name)
         assert m["value"] is None and m["frames"] == 0 and "no face" in m["note"], m
+    for name in ("av_sync", "av_lag", "mouth_motion", "silence_motion"):
+        m = metric(report, name)
+        assert m["value"] is None and m["frames"] == 0 and m["note"], m
     with av.open(str(video)) as c:
         v = c.streams.video[0]
         assert (v.codec_context.width, v.codec_context.height) == (3 * 48, 48) and len(c.streams.audio) == 1
         assert sum(1 for _ in c.decode(video=0)) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "sbs.mp4"], "no temp files left"
+    assert "mouth plot: " + str(tmp_path / "report.mouth.png") in result.output
+    assert (tmp_path / "report.mouth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.mouth.png", "sbs.mp4"], \
+        "no temp files left"
 
 
 def test_eval_default_report_path_and_api_with_lpips(tiny):
@@ -342,6 +350,92 @@ def test_eval_bad_inputs(tiny, tmp_path):
                     "does not exist")
     one_line_error(runner.invoke(app, ["eval", m, "-w", wd, "-o", str(tmp_path)]), "is a directory")
     assert not (tmp_path / "r.json").exists()
+
+
+# ------------------------------------------------------------------------ cross-driven (--audio)
+
+CROSS_KEYS = ["schema", "mode", "gstalker_version", "model", "workdir", "audio", "device", "device_name", "size",
+              "frames", "baseline", "metrics"]
+
+
+def speech_like(seconds=1.2, seed=0):
+    """Noise bursts (syllables) with a silent gap in the middle: 16 kHz float32."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    wave = 0.3 * rng.normal(size=len(t)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
+    wave[(t > seconds * 0.4) & (t < seconds * 0.6)] = 0.0
+    return wave.astype(np.float32)
+
+
+def test_eval_cross_driven_report_plot_and_video(tiny, tmp_path):
+    from gstalker.audio import save_wav
+    from gstalker.evaluate import file_sha256, metric
+
+    speech = tmp_path / "speech.wav"
+    save_wav(speech, speech_like(1.2), 16000)
+    out, video = tmp_path / "cross.json", tmp_path / "said.mp4"
+    result = runner.invoke(app, ["eval", str(tiny["model"]), "-w", str(tiny["workdir"]), "--audio", str(speech),
+                                 "-o", str(out), "--video", str(video), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "cross-driven by speech.wav" in result.output and "| av_sync |" in result.output
+    report = json.loads(out.read_text())
+    assert list(report) == CROSS_KEYS and report["mode"] == "cross" and report["schema"] == "gstalker.eval/1"
+    assert report["audio"] == {"path": str(speech), "sha256": file_sha256(speech), "seconds": 1.2}
+    assert [m["metric"] for m in report["metrics"]] == ["av_sync", "av_lag", "mouth_motion", "silence_motion",
+                                                        "render_fps"], "no ground truth: no psnr and the rest"
+    assert all(list(m) == METRIC_KEYS for m in report["metrics"]) and report["frames"] == 30
+    assert metric(report, "render_fps")["value"] > 0
+    for name in ("av_sync", "mouth_motion"):  # no face in a synthetic disc: null, with the reason
+        assert metric(report, name)["value"] is None and "no face" in metric(report, name)["note"]
+    # the baseline is the training video's own (its tracked 'landmarks' are still: no mouth motion)
+    assert metric(report, "mouth_motion")["baseline"] == 0.0 and "training video" in report["baseline"]
+    plot = tmp_path / "cross.mouth.png"
+    assert "mouth plot: " + str(plot) in result.output and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with av.open(str(video)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.codec_context.width, v.codec_context.height) == (48, 48), "rendered frames alone"
+        assert sum(1 for _ in c.decode(video=0)) == 30
+        assert float(a.duration * a.time_base) == pytest.approx(1.2, abs=0.07), "the speech's duration"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cross.json", "cross.mouth.png", "said.mp4", "speech.wav"]
+    # the default report path says it is cross-driven
+    result = runner.invoke(app, ["eval", str(tiny["model"]), "-w", str(tiny["workdir"]), "--audio", str(speech),
+                                 "--max-frames", "12", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    default = tiny["model"].with_suffix(".cross.eval.json")
+    assert json.loads(default.read_text())["frames"] == 12
+    assert tiny["model"].with_name(tiny["model"].stem + ".cross.eval.mouth.png").is_file()
+
+
+def test_eval_cross_driven_short_speech_gives_null_metrics_with_a_note(tiny, tmp_path):
+    report = ev.evaluate(tiny["model"], tiny["workdir"], audio=_wav(tmp_path, speech_like(0.2)), device="cpu",
+                         progress=False, plot=tmp_path / "m.png")
+    assert report["frames"] == 5 and (tmp_path / "m.png").is_file()
+    for name in ("av_sync", "av_lag", "mouth_motion", "silence_motion"):
+        m = ev.metric(report, name)
+        assert m["value"] is None and "under 10" in m["note"], m
+    assert "cross-driven by" in ev.format_table(report)
+
+
+def _wav(tmp_path, wave, name="s.wav"):
+    from gstalker.audio import save_wav
+
+    save_wav(tmp_path / name, wave, 16000)
+    return tmp_path / name
+
+
+def test_eval_cross_driven_bad_audio(tiny, tmp_path):
+    m, wd = str(tiny["model"]), str(tiny["workdir"])
+    out = str(tmp_path / "r.json")
+
+    def run(audio):
+        return runner.invoke(app, ["eval", m, "-w", wd, "-o", out, "--audio", str(audio), "--device", "cpu"])
+
+    one_line_error(run(tmp_path / "none.wav"), "none.wav", "no such file")
+    (tmp_path / "notes.txt").write_text("not audio at all\n" * 50)
+    one_line_error(run(tmp_path / "notes.txt"), "notes.txt")
+    one_line_error(run(_wav(tmp_path, np.zeros(16000, np.float32), "quiet.wav")), "quiet.wav", "silent")
+    one_line_error(run(_wav(tmp_path, speech_like(0.01), "click.wav")), "shorter than one video frame")
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.mouth.png").exists()
 
 
 # ------------------------------------------------------------------------ the real smoke model
