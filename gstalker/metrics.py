@@ -30,6 +30,8 @@ EYE_CORNERS = (33, 263)
 FLOOR_DB = -100.0
 # fewer frames than this (0.4 s, a syllable or two) say nothing about lip sync
 MIN_FRAMES = 10
+# av_sync: loudness more than this under the median (silence, as in silent_frames) is clipped there
+SYNC_FLOOR_DB = 30.0
 # `silence_motion` needs this many frames of silence and of speech to compare them
 MIN_SILENT_FRAMES = 5
 
@@ -72,14 +74,21 @@ def _pearson(x: np.ndarray, y: np.ndarray, min_points: int) -> float | None:
     return float((x * y).sum() / den)
 
 
-def av_sync(loudness, opening, max_lag: int = 3, min_frames: int = MIN_FRAMES) -> tuple[float | None, int | None]:
+def av_sync(loudness, opening, max_lag: int = 3, min_frames: int = MIN_FRAMES,
+            floor_below_median_db: float = SYNC_FLOOR_DB) -> tuple[float | None, int | None]:
     """(corr, lag): the highest Pearson correlation between the loudness and the mouth opening over
     lags -max_lag..max_lag frames, and that lag. A lag of +L pairs the sound of frame t with the
     mouth of frame t + L: positive lag = the mouth moves after the sound (late), negative = before.
     The highest signed correlation is taken (a mouth that closes when the sound is loud is not in
     sync); ties go to the smallest |lag|. NaN frames are left out pairwise; a lag with fewer than
-    `min_frames` pairs, or a constant series, is skipped. (None, None) when no lag is defined."""
+    `min_frames` pairs, or a constant series, is skipped. (None, None) when no lag is defined.
+
+    Loudness under the median minus `floor_below_median_db` counts as that floor: how silent a
+    silence is says nothing about the mouth, and one frame of digital silence (-100 dB, padding)
+    would otherwise outweigh the speech in the correlation."""
     a = np.asarray(loudness, dtype=np.float64).reshape(-1)
+    if len(a) and floor_below_median_db is not None:
+        a = np.maximum(a, np.median(a) - floor_below_median_db)
     b = np.asarray(opening, dtype=np.float64).reshape(-1)
     if len(a) != len(b):
         raise ValueError(f"loudness and opening differ in length: {len(a)} and {len(b)}")

@@ -159,6 +159,12 @@ def test_av_sync_finds_the_lag_and_its_sign():
     op = late.copy()
     op[10:20] = np.nan
     assert M.av_sync(loud, op) == (pytest.approx(1.0, abs=1e-9), 2)
+    # one frame of digital silence does not swamp the speech: it counts as 30 dB under the median
+    db = -30 + 15 * np.sin(np.arange(40) / 2)
+    mouth = np.roll(db, 1)
+    db[0] = M.FLOOR_DB
+    assert M.av_sync(db, mouth)[1] == 1 and M.av_sync(db, mouth)[0] > 0.9
+    assert M.av_sync(db, mouth, floor_below_median_db=None)[0] < 0.75
     assert M.av_sync(loud[:9], loud[:9]) == (None, None)  # under 10 frames
     assert M.av_sync(loud, np.ones(60)) == (None, None)  # a still mouth
     with pytest.raises(ValueError):
@@ -455,3 +461,25 @@ def test_eval_smoke_model_beats_the_mean_frame(smoke_model, tmp_path):
     assert lm["value"] is None or 0 <= lm["value"] < 128
     # held out: the tail the model is scored on begins at the workdir's val_start
     assert report["heldout"]["first"] >= report["heldout"]["val_start"]
+
+
+def test_eval_cross_driven_on_the_smoke_model(smoke_model, media_dir, tmp_path):
+    speech = media_dir / "retalking_audio1.wav"  # 5 s, 44.1 kHz stereo: resampled like speak does
+    out, video = tmp_path / "cross.json", tmp_path / "said.mp4"
+    result = runner.invoke(app, ["eval", str(smoke_model["model"]), "-w", str(smoke_model["workdir"]), "--audio",
+                                 str(speech), "-o", str(out), "--video", str(video), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    print(result.output)
+    report = json.loads(out.read_text())
+    assert list(report) == CROSS_KEYS and report["frames"] == 125
+    assert (tmp_path / "cross.mouth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    motion = ev.metric(report, "mouth_motion")
+    assert motion["frames"] >= 100, "MediaPipe finds the rendered face (upscaled)"
+    assert motion["value"] is not None and motion["baseline"] > 0
+    sync = ev.metric(report, "av_sync")
+    assert sync["value"] is None or -1 <= sync["value"] <= 1
+    assert sync["baseline"] is not None and -3 <= ev.metric(report, "av_lag")["baseline"] <= 3
+    with av.open(str(video)) as c:
+        a = c.streams.audio[0]
+        assert sum(1 for _ in c.decode(video=0)) == 125
+        assert float(a.duration * a.time_base) == pytest.approx(5.0, abs=0.07)
