@@ -206,28 +206,33 @@ def speak(
 def eval_(
     model: str = typer.Argument(..., help="A model file written by `gstalker fit`."),
     workdir: str = typer.Option(..., "--workdir", "-w", help="The preprocessing workdir the model was fitted from."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="The JSON report (default: MODEL with .eval.json, beside it)."),
-    video: Optional[str] = typer.Option(None, "--video", help="Also write real | rendered | difference (x4) side by side, with the audio, as this mp4."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="The JSON report (default: MODEL with .eval.json, or .cross.eval.json with --audio, beside it). The mouth figure goes beside it as REPORT_STEM.mouth.png."),
+    audio: Optional[str] = typer.Option(None, "--audio", help="Cross-driven: make the model say this speech (any audio file) and score its lip sync against the speech's loudness, beside the training video's own figures."),
+    video: Optional[str] = typer.Option(None, "--video", help="Also write this mp4: real | rendered | difference (x4) side by side with the tail's audio, or with --audio the rendered frames with the speech."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Score only the first N held-out frames (default: all)."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Score only the first N held-out frames, or N frames of the speech (default: all)."),
 ) -> None:
-    """Score MODEL on its video's held-out tail (self-driven): PSNR, SSIM, LPIPS, LMD, lip-motion
-    correlation and render speed, beside a mean-frame baseline. Prints a table, writes JSON."""
+    """Score MODEL. Self-driven (default): on its video's held-out tail, PSNR, SSIM, LPIPS, LMD,
+    lip-motion correlation, render speed and lip sync (av_sync, av_lag, mouth_motion,
+    silence_motion) beside baselines. Cross-driven (--audio): lip sync with that speech beside the
+    training video's own. Prints a table, writes JSON and a mouth-opening plot (PNG)."""
     from .api import GstalkerError
-    from .evaluate import evaluate, format_table
+    from .evaluate import evaluate, format_table, mouth_plot_path
 
     if out is None:
-        out = str(Path(model).with_suffix(".eval.json"))
+        out = str(Path(model).with_suffix(".cross.eval.json" if audio else ".eval.json"))
+    plot = mouth_plot_path(out)
     with _user_warnings(), _quiet_native_logs():
         try:
-            report = evaluate(model, workdir, out=out, video=video, device=device, max_frames=max_frames, progress=True)
+            report = evaluate(model, workdir, out=out, video=video, device=device, max_frames=max_frames,
+                              progress=True, audio=audio, plot=plot)
         except GstalkerError as e:
             fail(str(e))
         except KeyboardInterrupt:
             typer.echo("gstalker: interrupted; nothing written", err=True)
             raise typer.Exit(code=130)
     typer.echo(format_table(report))
-    typer.echo(f"\nreport: {out}" + (f"\nvideo: {video}" if video else ""))
+    typer.echo(f"\nreport: {out}\nmouth plot: {plot}" + (f"\nvideo: {video}" if video else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,12 +1,15 @@
-"""Self-driven evaluation on the held-out tail: `gstalker eval` (the paper's protocol).
+"""Evaluation: `gstalker eval`, self-driven on the held-out tail (the paper's protocol) or
+cross-driven by any speech.
 
     from gstalker.evaluate import evaluate, format_table
     report = evaluate("subject.safetensors", "subject.gstalker", out="report.json")
+    report = evaluate("subject.safetensors", "subject.gstalker", audio="speech.wav", out="cross.json")
     print(format_table(report))
 
-The model renders the held-out tail of its training video (the last 10% of frames, contiguous,
-never trained on: `meta.json["val_start"]`) driven by that tail's own audio, eye openness and
-tracked head poses, and each rendered frame is compared with the real one:
+Self-driven (`mode: "self"`): the model renders the held-out tail of its training video (the
+last 10% of frames, contiguous, never trained on: `meta.json["val_start"]`) driven by that tail's
+own audio, eye openness and tracked head poses, and each rendered frame is compared with the
+real one:
 
 - `psnr`, `ssim`: full frame; `psnr_face`, `ssim_face`: the face box (the bounding box of the
   real frame's tracked face landmarks, 10% margin each side). SSIM as Wang et al. 2004: Gaussian
@@ -20,16 +23,36 @@ tracked head poses, and each rendered frame is compared with the real one:
   MediaPipe landmark pairs) between rendered and real frames; null under 10 frames with faces.
 - `render_fps`: frames rendered per second (audio codes and metrics excluded, after a warm-up
   frame).
+- the lip-sync measures of `gstalker.metrics`, which need no ground-truth frames: `av_sync`, the
+  best Pearson correlation over lags -3..3 frames between the speech's loudness per frame (RMS dB
+  over its 40 ms) and the mouth opening (inner-lip gap 13-14 over the eye corners 33-263);
+  `av_lag`, that lag (positive: the mouth moves after the sound); `mouth_motion`, the opening's
+  standard deviation; `silence_motion`, mouth motion in silence (30 dB under the median
+  loudness) over motion in speech.
+
+Landmarks (lmd, lip_corr and the lip-sync measures) come from MediaPipe's face mesh in tracking
+mode on each frame upscaled to at least 384 pixels on its short side (bicubic), rendered and real
+frames alike, mapped back to the frame's pixels.
 
 Every metric also gets a baseline, so a number can be read against something: the mean
 training frame for PSNR/SSIM/LPIPS, and for LMD the mean training pose's mouth: the tracked lip
 landmarks averaged over the training frames, held still. A still mouth has no motion, so
-`lip_corr` and `render_fps` have no baseline (null).
+`lip_corr` and `render_fps` have no baseline (null). The lip-sync measures' baseline is the same
+measure on the real held-out frames with their audio.
 
 Frames that preprocessing flagged (no face or person: cuts, fades, cards) are rendered into the
 `--video` but not scored.
-"""
 
+Cross-driven (`mode: "cross"`, `audio=`): the speech is rendered the way `gstalker speak` does
+(`Talker.frames`: training poses played back) and only the lip-sync measures and `render_fps`
+are reported (PSNR and the rest need ground truth). Their baseline is the training video's own:
+its tracked mouth (preprocessing's landmarks, training split, flagged frames left out) against
+its own audio, the figure a real recording reaches with this measure. The report names the
+speech file and its sha256.
+
+Both modes can write `mouth.png` (`plot_mouth`): the mouth opening over time, rendered against
+real (self) or against the speech's loudness (cross).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -44,6 +67,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .metrics import (MIN_FRAMES, MIN_SILENT_FRAMES, av_sync, loudness_db, mouth_motion, mouth_opening_ratio,
+                      silence_motion, silent_frames, silent_spans)
+
 SCHEMA = "gstalker.eval/1"
 
 # (metric, unit, which way is better); the report always holds all of them, in this order
@@ -56,7 +82,15 @@ METRICS = (
     ("lmd", "px", "lower"),
     ("lip_corr", "", "higher"),
     ("render_fps", "frames/s", "higher"),
+    ("av_sync", "", "higher"),
+    ("av_lag", "frames", "near baseline"),
+    ("mouth_motion", "", "near baseline"),
+    ("silence_motion", "", "lower"),
 )
+# the lip-sync rows (gstalker.metrics), in both modes
+SYNC_METRICS = METRICS[-4:]
+# cross-driven: no ground-truth frames, so only what needs none
+CROSS_METRICS = SYNC_METRICS + (("render_fps", "frames/s", "higher"),)
 
 # MediaPipe face mesh: the 40 points of FACEMESH_LIPS (outer and inner lip contours)
 MOUTH = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269,
@@ -68,6 +102,11 @@ INNER_LIP_PAIRS = ((13, 14), (82, 87), (312, 317))
 LIP_CORR_MIN_FRAMES = 10
 
 LPIPS_WEIGHTS = "alexnet-owt-7be5be79.pth"
+
+# landmarks are found on frames upscaled to at least this short side (the mesh is coarse at 128 px)
+LANDMARK_MIN_SIDE = 384
+# speech whose peak stays under this (-60 dBFS) is silence, not speech
+SILENT_PEAK = 1e-3
 
 
 # ------------------------------------------------------------------------------------- metrics
@@ -224,20 +263,48 @@ def _mean(values) -> float | None:
 
 
 class _Landmarks:
-    """MediaPipe face mesh in tracking mode over one sequence of frames."""
+    """MediaPipe face mesh in tracking mode over one sequence of frames. Each frame is upscaled
+    (bicubic) to at least `min_side` pixels on its short side first and the points are mapped back
+    to the frame's pixels: at 128x128 the mesh is coarse. Real and rendered frames go through the
+    same procedure, so their figures compare."""
 
-    def __init__(self):
+    def __init__(self, min_side: int = LANDMARK_MIN_SIDE):
         from .preprocess.landmarks import FaceMesh
 
+        self.min_side = min_side
         self.fm = FaceMesh(static=False)
 
     def __call__(self, img: torch.Tensor):
-        u8 = np.ascontiguousarray((img.clamp(0, 1) * 255).round().byte().cpu().numpy())
+        H, W = img.shape[:2]
+        x = img.float().clamp(0, 1)
+        if min(H, W) < self.min_side:
+            s = self.min_side / min(H, W)
+            x = F.interpolate(x.permute(2, 0, 1)[None], size=(math.ceil(H * s), math.ceil(W * s)), mode="bicubic",
+                              align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
+        u8 = np.ascontiguousarray((x * 255).round().byte().cpu().numpy())
         lm = self.fm(u8)
-        return None if lm is None else lm[:, :2]
+        if lm is None:
+            return None
+        lm = lm[:, :2].astype(np.float64)
+        lm[:, 0] *= W / u8.shape[1]
+        lm[:, 1] *= H / u8.shape[0]
+        return lm
 
     def close(self):
         self.fm.close()
+
+
+def _open_landmarks(count: int):
+    """`count` face-mesh trackers, or (None, reason) when MediaPipe cannot be loaded."""
+    made = []
+    try:
+        for _ in range(count):
+            made.append(_Landmarks())
+        return made, None
+    except Exception as e:  # mediapipe missing or broken: the measures are unavailable, not invented
+        for fm in made:
+            fm.close()
+        return None, f"MediaPipe face mesh unavailable ({type(e).__name__})"
 
 
 def _check_pair(talker, pv, model_path, workdir) -> None:
@@ -253,12 +320,58 @@ def _check_pair(talker, pv, model_path, workdir) -> None:
         raise GstalkerError(f"{model_path} uses {mf.get('kind')} audio features but {workdir} holds {wf.get('kind')} "
                             "ones: evaluate a model on the workdir it was fitted from")
     val_start = int(pv.meta["val_start"])
-    ok = pv.tracks["frame_ok"].bool() if "frame_ok" in pv.tracks else torch.ones(pv.num_frames, dtype=torch.bool)
-    train = pv.viewmats[:val_start][ok[:val_start]]
+    train = pv.viewmats[:val_start][_frame_ok(pv)[:val_start]]
     poses = talker.model.poses.detach().cpu()
     if poses.shape != train.shape or not torch.allclose(poses, train.float(), atol=1e-4):
         raise GstalkerError(f"{model_path} was not fitted on {workdir} (its training head poses differ), so that "
                             "workdir's tail may not be held out: give the workdir `gstalker fit` used")
+
+
+def _frame_ok(pv) -> torch.Tensor:
+    n = pv.num_frames
+    return pv.tracks["frame_ok"].bool() if "frame_ok" in pv.tracks else torch.ones(n, dtype=torch.bool)
+
+
+def _check_outputs(**paths) -> None:
+    from .api import GstalkerError, _check_writable
+
+    for what, path in paths.items():
+        if path is not None:
+            path = Path(path)
+            if path.is_dir():
+                raise GstalkerError(f"{what} output {path} is a directory; give a file name")
+            _check_writable(path.parent if str(path.parent) else Path("."), f"{what} output")
+
+
+def _open_workdir(workdir: Path):
+    from .api import GstalkerError
+    from .data import PreprocessedVideo
+
+    if not workdir.is_dir():
+        raise GstalkerError(f"workdir {workdir} does not exist; give the preprocessing workdir the model was fitted from")
+    if not (workdir / "meta.json").is_file():
+        raise GstalkerError(f"{workdir} is not a preprocessing workdir (no meta.json); give the folder "
+                            "`gstalker fit`/`preprocess` wrote for this model")
+    try:
+        pv = PreprocessedVideo(workdir, "all", skip_flagged=False)
+        _ = pv.meta["val_start"], pv.meta["size"], pv.meta["audio_features"], pv.tracks["viewmats"]
+    except (ValueError, KeyError, OSError) as e:
+        raise GstalkerError(f"{workdir} is not a complete preprocessing workdir ({str(e).splitlines()[0][:120]}); "
+                            "give the folder `gstalker preprocess`/`fit` wrote") from None
+    return pv
+
+
+def _workdir_wave(pv) -> tuple[np.ndarray | None, str | None]:
+    """The workdir's whole 16 kHz mono audio track (what its features were computed from), or
+    (None, why)."""
+    from .audio import AudioError, load_audio
+
+    audio_file = pv.workdir / pv.meta.get("files", {}).get("audio", "audio.wav")
+    sr = int(pv.meta.get("sample_rate", 16000))
+    try:
+        return load_audio(audio_file, sample_rate=sr), None
+    except AudioError as e:
+        return None, f"the workdir's audio could not be read ({e})"
 
 
 def evaluate(
@@ -271,198 +384,417 @@ def evaluate(
     backend: str = "auto",
     progress: bool | None = None,
     lpips: Lpips | None = None,
+    audio: str | os.PathLike | None = None,
+    plot: str | os.PathLike | bool | None = None,
 ) -> dict:
-    """Evaluate `model` on the held-out tail of `workdir` (the preprocessing workdir it was
-    fitted from). Returns the report (see `format_table`); `out` also writes it as JSON and
-    `video` writes real | rendered | difference (x4) side by side with the tail's audio, both
-    atomically. max_frames: score only the first N held-out frames (None: all)."""
-    from .api import GstalkerError, _check_writable, load, resolve_device
-    from .data import PreprocessedVideo
-    from .progress import Progress
+    """Evaluate `model` against `workdir` (the preprocessing workdir it was fitted from).
+
+    Self-driven (`audio` None): the held-out tail, rendered with its own audio and poses and
+    compared with the real frames. `video`: real | rendered | difference (x4) side by side, with
+    the tail's audio. Cross-driven (`audio` a speech file): the speech rendered the way `speak`
+    does (training poses played back), scored for lip sync against the speech's loudness, beside
+    the training video's own figures. `video`: the rendered frames with the speech.
+
+    Returns the report (see `format_table`); `out` also writes it as JSON. `plot`: the mouth
+    figure (PNG) path; None (default) writes it beside `out` as `<out stem>.mouth.png` when `out`
+    is given, False writes none. All files atomically. max_frames: only the first N frames."""
+    from .api import GstalkerError, load, resolve_device
 
     dev = resolve_device(device)
     model, workdir = Path(model), Path(workdir)
-    for path, what in ((out, "report"), (video, "video")):
-        if path is not None:
-            path = Path(path)
-            if path.is_dir():
-                raise GstalkerError(f"{what} output {path} is a directory; give a file name")
-            _check_writable(path.parent if str(path.parent) else Path("."), f"{what} output")
+    plot = mouth_plot_path(out) if plot is None and out is not None else (plot or None)
+    _check_outputs(report=out, video=video, plot=plot)
     if max_frames is not None and max_frames < 1:
         raise GstalkerError(f"--max-frames must be at least 1, got {max_frames}")
-    if not workdir.is_dir():
-        raise GstalkerError(f"workdir {workdir} does not exist; give the preprocessing workdir the model was fitted from")
-    if not (workdir / "meta.json").is_file():
-        raise GstalkerError(f"{workdir} is not a preprocessing workdir (no meta.json); give the folder "
-                            "`gstalker fit`/`preprocess` wrote for this model")
-    try:
-        pv = PreprocessedVideo(workdir, "all", skip_flagged=False)
-        _ = pv.meta["val_start"], pv.meta["size"], pv.meta["audio_features"], pv.tracks["viewmats"]
-    except (ValueError, KeyError, OSError) as e:
-        raise GstalkerError(f"{workdir} is not a complete preprocessing workdir ({str(e).splitlines()[0][:120]}); "
-                            "give the folder `gstalker preprocess`/`fit` wrote") from None
+    pv = _open_workdir(workdir)
     talker = load(model, device=str(dev.type), backend=backend)
     _check_pair(talker, pv, model, workdir)
+    if audio is None:
+        report, series = _evaluate_self(talker, pv, dev, video, max_frames, progress, lpips)
+    else:
+        report, series = _evaluate_cross(talker, pv, dev, Path(audio), video, max_frames, progress)
+    report = {"schema": SCHEMA, "mode": "self" if audio is None else "cross", "gstalker_version": _version(),
+              "model": {"path": str(model), "sha256": file_sha256(model)}, "workdir": str(workdir), **report}
+    if plot is not None:
+        plot_mouth(series, plot)
+    if out is not None:
+        write_report(report, out)
+    return report
+
+
+def mouth_plot_path(report_path: str | os.PathLike) -> Path:
+    """Where `gstalker eval` writes the mouth figure: beside the report, `<report stem>.mouth.png`."""
+    p = Path(report_path)
+    return p.with_name(p.stem + ".mouth.png")
+
+
+# ---------------------------------------------------------------------------- self-driven
+
+
+def _evaluate_self(talker, pv, dev, video, max_frames, progress, lpips) -> tuple[dict, dict]:
+    from .api import GstalkerError
 
     n, val_start = pv.num_frames, int(pv.meta["val_start"])
-    ok = pv.tracks["frame_ok"].bool() if "frame_ok" in pv.tracks else torch.ones(n, dtype=torch.bool)
+    ok = _frame_ok(pv)
     scored = [k for k in range(val_start, n) if ok[k]]
     if not scored:
-        raise GstalkerError(f"{workdir} has no usable held-out frames (tail {val_start}..{n - 1}); "
+        raise GstalkerError(f"{pv.workdir} has no usable held-out frames (tail {val_start}..{n - 1}); "
                             "preprocess a longer video")
     if max_frames is not None:
         scored = scored[:max_frames]
     first, last = scored[0], scored[-1]
     H, W = pv.size
     lp = lpips if lpips is not None else Lpips(dev)
+    wave, wave_error = _workdir_wave(pv)
+    if video is not None and wave is None:
+        raise GstalkerError(f"--video needs {wave_error}")
+    tail = _render_tail(talker, pv, dev, first, last, ok, lp, video, wave, progress)
 
-    # baseline: the mean training frame and the training frames' mean mouth
-    train = [k for k in range(val_start) if ok[k]] or list(range(val_start))
-    pick = np.unique(np.linspace(0, len(train) - 1, min(200, len(train))).round().astype(int))
-    mean_frame = torch.zeros(H, W, 3, dtype=torch.float64)
-    for i in pick:
-        mean_frame += pv.frame(train[i])
-    mean_frame = (mean_frame / len(pick)).float()
-    mean_lm = pv.tracks["landmarks"][train].double().mean(0)
+    values, baselines, notes, frames = _tail_values(tail, lp, len(scored))
+    values["render_fps"] = tail["timed"] / max(tail["render_time"], 1e-9)
+    baselines["render_fps"] = None
+    frames["render_fps"] = tail["timed"]
+    loud = None if wave is None else loudness_db(wave, n)[first:last + 1]
+    fake_open, real_open = mouth_opening_ratio(tail["fake_lm"]), mouth_opening_ratio(tail["real_lm"])
+    _sync_rows(values, baselines, notes, frames, loud, fake_open, real_open,
+               wave_error or tail["landmark_error"], what="real held-out frames")
+    report = {
+        "device": str(dev),
+        "device_name": _device_name(dev),
+        "size": [H, W],
+        "frames": len(scored),
+        "heldout": {"first": first, "last": last, "val_start": val_start, "num_frames": n,
+                    "flagged": int((~ok[first:last + 1]).sum())},
+        "baseline": "mean training frame (psnr, ssim, lpips); mean training mouth landmarks, still (lmd); "
+                    "the real held-out frames with their audio (av_sync, av_lag, mouth_motion, silence_motion)",
+        "metrics": _metric_rows(METRICS, values, baselines, notes, frames),
+    }
+    series = {"mode": "self", "first": first, "loudness": loud, "rendered": fake_open, "real": real_open,
+              "av_sync": (values["av_sync"], values["av_lag"]), "real_sync": (baselines["av_sync"], baselines["av_lag"])}
+    return report, series
 
-    # audio codes of the scored span (neighbours beyond it included, so codes match the whole clip's)
+
+def _render_tail(talker, pv, dev, first, last, ok, lp, video, wave, progress) -> dict:
+    """Render frames first..last with their own audio codes, poses and eyes; per scored frame the
+    image metrics against the real frame and the mean training frame, and both frames' landmarks
+    ([T, 478, 2], NaN where not scored or no face)."""
+    from .encode import Mp4Writer
+    from .progress import Progress
+
+    n, val_start = pv.num_frames, int(pv.meta["val_start"])
+    H, W = pv.size
+    mean_frame = _mean_training_frame(pv, ok, val_start)
+    # audio codes of the span (neighbours beyond it included, so codes match the whole clip's)
     att = int(talker.model.config.get("att_window", 8))
     lo, hi = max(0, first - att), min(n, last + att + 1)
     with torch.no_grad():
         codes = talker.model.codes(pv.audio_features()[lo:hi].float())
-
     writer = None
     if video is not None:
-        from .audio import AudioError, load_audio
-        from .encode import Mp4Writer
-
-        audio_file = workdir / pv.meta.get("files", {}).get("audio", "audio.wav")
-        sr = int(pv.meta.get("sample_rate", 16000))
-        try:
-            wave = load_audio(audio_file, sample_rate=sr, start=first / 25, end=(last + 1) / 25)
-        except AudioError as e:
-            raise GstalkerError(f"--video needs the workdir's audio: {e}") from None
-        writer = Mp4Writer(video, 3 * W, H, audio=wave, sample_rate=sr)
-
-    rows = {name: [] for name, _, _ in METRICS}
-    base = {name: [] for name, _, _ in METRICS}
-    fake_lm, real_lm = [], []
-    lost_fake = lost_real = 0
-    render_time, timed = 0.0, 0
+        span = _span(wave, first * 640, (last + 1) * 640)
+        writer = Mp4Writer(video, 3 * W, H, audio=span, sample_rate=16000)
+    T = last - first + 1
+    t = {"rows": {name: [] for name, _, _ in METRICS}, "base": {name: [] for name, _, _ in METRICS},
+         "fake_lm": np.full((T, 478, 2), np.nan), "real_lm": np.full((T, 478, 2), np.nan),
+         "lost_fake": 0, "lost_real": 0, "render_time": 0.0, "timed": 0, "mean_lm": None}
+    t["mean_lm"] = pv.tracks["landmarks"][[k for k in range(val_start) if ok[k]] or list(range(val_start))].double().mean(0)
 
     def render(k):
         return talker.render(codes[k - lo], pv.viewmats[k].to(dev), float(pv.tracks["eye"][k]))
 
-    fm_real = fm_fake = None
-    landmark_error = None
-    try:
-        fm_real = _Landmarks()
-        fm_fake = _Landmarks()
-    except Exception as e:  # mediapipe missing or broken: LMD is unavailable, not invented
-        if fm_real is not None:
-            fm_real.close()
-        fm_real = fm_fake = None
-        landmark_error = f"MediaPipe face mesh unavailable ({type(e).__name__})"
+    fms, t["landmark_error"] = _open_landmarks(2)
     try:
         with torch.no_grad(), Progress(progress) as bars:
             render(first)  # warm-up (kernel compilation, caches): not timed
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            bar = bars.task("evaluating", last - first + 1, unit="frames")
+            bar = bars.task("evaluating", T, unit="frames")
             for k in range(first, last + 1):
                 t0 = time.perf_counter()
                 fake = render(k)
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
-                render_time += time.perf_counter() - t0
-                timed += 1
-                fake = fake.float().cpu()
-                real = pv.frame(k)
+                t["render_time"] += time.perf_counter() - t0
+                t["timed"] += 1
+                fake, real = fake.float().cpu(), pv.frame(k)
                 if writer is not None:
                     diff = ((fake - real).abs() * 4).clamp(0, 1)
                     writer.write((torch.cat([real, fake, diff], 1) * 255).round().byte().numpy())
                 if ok[k]:
-                    rows_, cols_ = face_box(pv.tracks["landmarks"][k], H, W)
-                    for dst, img in ((rows, fake), (base, mean_frame)):
-                        dst["psnr"].append(psnr(img, real))
-                        dst["ssim"].append(ssim(img, real))
-                        dst["psnr_face"].append(psnr(img[rows_, cols_], real[rows_, cols_]))
-                        dst["ssim_face"].append(ssim(img[rows_, cols_], real[rows_, cols_]))
-                        if lp.available:
-                            dst["lpips"].append(lp(img, real))
-                    if fm_real is not None:
-                        a, b = fm_fake(fake), fm_real(real)
-                        lost_fake += a is None
-                        lost_real += b is None
-                        if a is not None and b is not None:
-                            fake_lm.append(a)
-                            real_lm.append(b)
+                    _score_frame(t, k - first, fake, real, mean_frame, pv.tracks["landmarks"][k], lp, fms)
                 bar.advance(1)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
     finally:
-        for fm in (fm_real, fm_fake):
-            if fm is not None:
-                fm.close()
+        for fm in fms or ():
+            fm.close()
     if writer is not None:
         writer.close()
+    return t
 
-    count = len(scored)
+
+def _mean_training_frame(pv, ok, val_start: int) -> torch.Tensor:
+    H, W = pv.size
+    train = [k for k in range(val_start) if ok[k]] or list(range(val_start))
+    pick = np.unique(np.linspace(0, len(train) - 1, min(200, len(train))).round().astype(int))
+    mean_frame = torch.zeros(H, W, 3, dtype=torch.float64)
+    for i in pick:
+        mean_frame += pv.frame(train[i])
+    return (mean_frame / len(pick)).float()
+
+
+def _score_frame(t: dict, i: int, fake, real, mean_frame, real_tracked_lm, lp, fms) -> None:
+    H, W = real.shape[:2]
+    rows_, cols_ = face_box(real_tracked_lm, H, W)
+    for dst, img in ((t["rows"], fake), (t["base"], mean_frame)):
+        dst["psnr"].append(psnr(img, real))
+        dst["ssim"].append(ssim(img, real))
+        dst["psnr_face"].append(psnr(img[rows_, cols_], real[rows_, cols_]))
+        dst["ssim_face"].append(ssim(img[rows_, cols_], real[rows_, cols_]))
+        if lp.available:
+            dst["lpips"].append(lp(img, real))
+    if fms is not None:
+        a, b = fms[0](fake), fms[1](real)
+        t["lost_fake"] += a is None
+        t["lost_real"] += b is None
+        if a is not None:
+            t["fake_lm"][i] = a
+        if b is not None:
+            t["real_lm"][i] = b
+
+
+def _tail_values(t: dict, lp, count: int):
+    """The image and landmark metrics of the tail (psnr .. lip_corr): values, baselines, notes, frames."""
     values, baselines, notes, frames = {}, {}, {}, {}
     for name in ("psnr", "ssim", "psnr_face", "ssim_face", "lpips"):
-        values[name], baselines[name], frames[name] = _mean(rows[name]), _mean(base[name]), len(rows[name])
+        values[name], baselines[name], frames[name] = _mean(t["rows"][name]), _mean(t["base"][name]), len(t["rows"][name])
     if not lp.available:
         notes["lpips"] = lp.reason
-    if fm_real is None:
+    if t["landmark_error"] is not None:
         for name in ("lmd", "lip_corr"):
             values[name] = baselines[name] = None
             frames[name] = 0
-            notes[name] = landmark_error
+            notes[name] = t["landmark_error"]
+        return values, baselines, notes, frames
+    both = np.isfinite(t["fake_lm"][:, 0, 0]) & np.isfinite(t["real_lm"][:, 0, 0])
+    m = int(both.sum())
+    frames["lmd"] = frames["lip_corr"] = m
+    if m:
+        F_, R_ = t["fake_lm"][both], t["real_lm"][both]
+        values["lmd"] = lmd(F_, R_)
+        baselines["lmd"] = lmd(R_, t["mean_lm"].numpy())
+        values["lip_corr"] = correlation(mouth_opening(F_), mouth_opening(R_), min_points=LIP_CORR_MIN_FRAMES)
     else:
-        m = len(fake_lm)
-        frames["lmd"] = frames["lip_corr"] = m
-        if m:
-            F_, R_ = np.stack(fake_lm), np.stack(real_lm)
-            values["lmd"] = lmd(F_, R_)
-            baselines["lmd"] = lmd(R_, mean_lm.numpy())
-            values["lip_corr"] = correlation(mouth_opening(F_), mouth_opening(R_), min_points=LIP_CORR_MIN_FRAMES)
-        else:
-            values["lmd"] = baselines["lmd"] = values["lip_corr"] = None
-        baselines["lip_corr"] = None
-        if lost_fake or lost_real:
-            miss = (f"MediaPipe found no face in {lost_fake} rendered and {lost_real} real of {count} frames; "
-                    f"{count - m} frames left out")
-            notes["lmd"] = notes["lip_corr"] = miss
-        if m and values["lip_corr"] is None:
-            notes["lip_corr"] = (f"undefined: under {LIP_CORR_MIN_FRAMES} frames with faces found, or a mouth "
-                                 "that does not move")
-    values["render_fps"] = timed / max(render_time, 1e-9)
-    baselines["render_fps"] = None
-    frames["render_fps"] = timed
+        values["lmd"] = baselines["lmd"] = values["lip_corr"] = None
+    baselines["lip_corr"] = None
+    if t["lost_fake"] or t["lost_real"]:
+        miss = (f"MediaPipe found no face in {t['lost_fake']} rendered and {t['lost_real']} real of {count} frames; "
+                f"{count - m} frames left out")
+        notes["lmd"] = notes["lip_corr"] = miss
+    if m and values["lip_corr"] is None:
+        notes["lip_corr"] = (f"undefined: under {LIP_CORR_MIN_FRAMES} frames with faces found, or a mouth "
+                             "that does not move")
+    return values, baselines, notes, frames
 
+
+# ---------------------------------------------------------------------------- lip sync, both modes
+
+
+def _sync_values(loud, opening) -> dict:
+    corr, lag = av_sync(loud, opening)
+    return {"av_sync": corr, "av_lag": lag, "mouth_motion": mouth_motion(opening),
+            "silence_motion": silence_motion(loud, opening)}
+
+
+def _sync_rows(values, baselines, notes, frames, loud, opening, base_opening, error, what: str,
+               base_loud=None) -> None:
+    """Fill the av_sync, av_lag, mouth_motion and silence_motion entries: `opening` [T] (NaN where
+    no face) against `loud` [T] dB; the baseline from `base_opening` against `base_loud` (default
+    `loud`): `what` names it in notes. `error`: why none can be measured (then all null)."""
+    names = [name for name, _, _ in SYNC_METRICS]
+    if error is not None or loud is None:
+        for name in names:
+            values[name] = baselines[name] = None
+            frames[name] = 0
+            notes[name] = error
+        return
+    base_loud = loud if base_loud is None else base_loud
+    v, b = _sync_values(loud, opening), _sync_values(base_loud, base_opening)
+    found = int(np.isfinite(opening).sum())
+    for name in names:
+        values[name], baselines[name], frames[name] = v[name], b[name], found
+    lost = len(opening) - found
+    note = f"no face found in {lost} of {len(opening)} rendered frames, left out" if lost else None
+    if len(opening) < MIN_FRAMES:
+        note = f"{len(opening)} frames ({len(opening) / 25:.2f} s), under {MIN_FRAMES}: too short to measure lip sync"
+    for name in ("av_sync", "av_lag"):
+        if v[name] is None:
+            notes[name] = note or "undefined: a mouth that does not move, or constant loudness"
+        elif note:
+            notes[name] = note
+    if v["mouth_motion"] is None:
+        notes["mouth_motion"] = note or "undefined: under 2 frames with a face"
+    if v["silence_motion"] is None:
+        quiet = int(silent_frames(loud).sum())
+        notes["silence_motion"] = note or (f"undefined: {quiet} silent frames (30 dB under the median loudness), "
+                                           f"at least {MIN_SILENT_FRAMES} needed, and as many with speech")
+    if b["av_sync"] is None:
+        notes.setdefault("av_sync", f"baseline undefined on the {what}")
+
+
+def _span(wave, lo: int, hi: int) -> np.ndarray:
+    """wave[lo:hi], zero-padded at the end."""
+    seg = np.asarray(wave[lo:hi], dtype=np.float32)
+    return np.concatenate([seg, np.zeros(hi - lo - len(seg), np.float32)]) if len(seg) < hi - lo else seg
+
+
+def _metric_rows(table, values, baselines, notes, frames) -> list:
+    return [{"metric": name, "value": _round(values[name]), "unit": unit, "frames": frames[name],
+             "baseline": _round(baselines[name]), "better": better, "note": notes.get(name)}
+            for name, unit, better in table]
+
+
+# ---------------------------------------------------------------------------- cross-driven
+
+
+def _evaluate_cross(talker, pv, dev, audio: Path, video, max_frames, progress) -> tuple[dict, dict]:
+    """Render `audio` the way `speak` does (Talker.frames: its codes, training poses played back)
+    and measure the rendered mouth against the speech's loudness."""
+    from .api import GstalkerError
+    from .encode import Mp4Writer
+
+    wave = talker.audio(audio)  # one-line GstalkerError: missing, not audio, under a frame
+    if float(np.abs(wave).max()) < SILENT_PEAK:
+        raise GstalkerError(f"{audio}: the audio is silent (peak under {20 * math.log10(SILENT_PEAK):.0f} dBFS); "
+                            "give a speech recording")
+    n = max(1, round(len(wave) * talker.fps / 16000))
+    if max_frames is not None:
+        n = min(n, max_frames)
+    H, W = talker.size
+    writer = None if video is None else Mp4Writer(video, W, H, audio=wave[:n * 640], sample_rate=16000)
+    try:
+        opening, render_time, timed, error = _render_speech(talker, wave, n, writer, progress)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+    loud = loudness_db(wave, n)
+    train_loud, train_open, base_error = _training_mouth(pv)
+    values, baselines, notes, frames = {}, {}, {}, {}
+    _sync_rows(values, baselines, notes, frames, loud, opening, train_open, error or base_error,
+               what="training video", base_loud=train_loud)
+    values["render_fps"] = timed / max(render_time, 1e-9) if timed else None
+    baselines["render_fps"], frames["render_fps"] = None, timed
+    val_start = int(pv.meta["val_start"])
     report = {
-        "schema": SCHEMA,
-        "gstalker_version": _version(),
-        "model": {"path": str(model), "sha256": file_sha256(model)},
-        "workdir": str(workdir),
+        "audio": {"path": str(audio), "sha256": file_sha256(audio), "seconds": round(len(wave) / 16000, 3)},
         "device": str(dev),
         "device_name": _device_name(dev),
         "size": [H, W],
-        "frames": count,
-        "heldout": {"first": first, "last": last, "val_start": val_start, "num_frames": n,
-                    "flagged": int((~ok[first:last + 1]).sum())},
-        "baseline": "mean training frame (psnr, ssim, lpips); mean training mouth landmarks, still (lmd)",
-        "metrics": [
-            {"metric": name, "value": _round(values[name]), "unit": unit, "frames": frames[name],
-             "baseline": _round(baselines[name]), "better": better, "note": notes.get(name)}
-            for name, unit, better in METRICS
-        ],
+        "frames": n,
+        "baseline": f"the training video's own mouth (tracked landmarks) and audio, frames 0-{val_start - 1}: "
+                    "what a real recording reaches with these measures",
+        "metrics": _metric_rows(CROSS_METRICS, values, baselines, notes, frames),
     }
-    if out is not None:
-        write_report(report, out)
-    return report
+    series = {"mode": "cross", "first": 0, "loudness": loud, "rendered": opening, "real": None,
+              "av_sync": (values["av_sync"], values["av_lag"]), "real_sync": (baselines["av_sync"], baselines["av_lag"])}
+    return report, series
+
+
+def _render_speech(talker, wave, n: int, writer, progress):
+    """The first n frames of `talker.frames(wave)`: their mouth opening [n] (NaN: no face), render
+    seconds and timed frames (the first, which also computes the audio codes, is not timed), and
+    why landmarks are unavailable (or None)."""
+    from .progress import Progress
+
+    fms, error = _open_landmarks(1)
+    opening = np.full(n, np.nan)
+    render_time, timed = 0.0, 0
+    try:
+        with Progress(progress) as bars:
+            bar = bars.task("rendering", n, unit="frames")
+            frames = talker.frames(wave, sample_rate=16000)
+            for k in range(n):
+                t0 = time.perf_counter()
+                u8 = next(frames)
+                if k:
+                    render_time += time.perf_counter() - t0
+                    timed += 1
+                if writer is not None:
+                    writer.write(u8)
+                if fms is not None:
+                    lm = fms[0](torch.from_numpy(u8).float() / 255)
+                    if lm is not None:
+                        opening[k] = mouth_opening_ratio(lm[None])[0]
+                bar.advance(1)
+            frames.close()
+    finally:
+        for fm in fms or ():
+            fm.close()
+    return opening, render_time, timed, error
+
+
+def _training_mouth(pv):
+    """The training split's loudness [V] and tracked mouth opening [V] (NaN on flagged frames),
+    or (None, None, why)."""
+    wave, error = _workdir_wave(pv)
+    if wave is None:
+        return None, None, error
+    val_start = int(pv.meta["val_start"])
+    lm = pv.tracks["landmarks"][:val_start].double().numpy().copy()
+    lm[~_frame_ok(pv)[:val_start].numpy()] = np.nan
+    return loudness_db(wave, val_start), mouth_opening_ratio(lm), None
+
+
+# ---------------------------------------------------------------------------- the mouth figure
+
+
+def plot_mouth(series: dict, path: str | os.PathLike) -> Path:
+    """Write the mouth figure (PNG, atomically): self-driven, the rendered and real mouth opening
+    over time with the loudness faint behind; cross-driven, the rendered opening against the
+    speech's loudness, silent stretches shaded. Drawn with matplotlib's Agg canvas (no display,
+    the global backend untouched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .serialization import atomic_path
+
+    fig = Figure(figsize=(11, 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    op = series["rendered"]
+    t = (series["first"] + np.arange(len(op))) / 25
+    ax.plot(t, op, color="tab:red", lw=1.4, label="rendered")
+    if series["real"] is not None:
+        ax.plot(t, series["real"], color="black", lw=1.4, label="real")
+    ax.set_xlabel("time (s)" + (" in the training video" if series["mode"] == "self" else " in the speech"))
+    ax.set_ylabel("mouth opening (lip gap / eye corners)")
+    loud = series["loudness"]
+    if loud is not None:
+        ax2 = ax.twinx()
+        ax2.plot(t, loud, color="tab:blue", lw=1.0, alpha=0.9 if series["mode"] == "cross" else 0.35,
+                 label="speech loudness")
+        ax2.set_ylabel("loudness (dB RMS per frame)", color="tab:blue")
+        for lo, hi in silent_spans(loud):
+            ax.axvspan((series["first"] + lo) / 25, (series["first"] + hi) / 25, color="0.85", zorder=0)
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+
+    def sync(pair):
+        return "n/a" if pair[0] is None else f"{pair[0]:.2f} at lag {pair[1]:+d}"
+
+    what = "real held-out frames" if series["mode"] == "self" else "training video"
+    fig.suptitle(f"{'self' if series['mode'] == 'self' else 'cross'}-driven: av_sync rendered {sync(series['av_sync'])}, "
+                 f"{what} {sync(series['real_sync'])} (lag > 0: mouth after sound); grey: silence", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(str(tmp), format="png")
+    return path
 
 
 def _version() -> str:
@@ -503,13 +835,21 @@ def format_table(report: dict) -> str:
             return f"{v:.2f}"
         if name == "render_fps":
             return f"{v:.1f}"
-        return f"{v:.4f}" if name in ("ssim", "ssim_face", "lpips") else f"{v:.3f}"
+        if name == "av_lag":
+            return f"{v:+.0f}"
+        return f"{v:.4f}" if name in ("ssim", "ssim_face", "lpips", "mouth_motion") else f"{v:.3f}"
 
-    h = report["heldout"]
+    model = f"model {Path(report['model']['path']).name} (sha256 {report['model']['sha256'][:12]}), "
+    where = f"{report['size'][0]}x{report['size'][1]}, {report['device']} ({report['device_name']})"
+    if report.get("mode") == "cross":
+        a = report["audio"]
+        head = (model + f"cross-driven by {Path(a['path']).name} (sha256 {a['sha256'][:12]}, {a['seconds']:.1f} s, "
+                f"{report['frames']} frames), " + where)
+    else:
+        h = report["heldout"]
+        head = model + f"held-out frames {h['first']}-{h['last']} ({report['frames']} scored), " + where
     lines = [
-        f"model {Path(report['model']['path']).name} (sha256 {report['model']['sha256'][:12]}), "
-        f"held-out frames {h['first']}-{h['last']} ({report['frames']} scored), "
-        f"{report['size'][0]}x{report['size'][1]}, {report['device']} ({report['device_name']})",
+        head,
         "",
         "| metric | model | baseline | unit | better | frames |",
         "|---|---:|---:|---|---|---:|",

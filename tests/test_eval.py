@@ -102,6 +102,92 @@ def test_lpips_only_with_its_weights(monkeypatch, tmp_path):
     assert lp.available and lp(x, x) == pytest.approx(0.0, abs=1e-6) and lp(x, 1 - x) > 0
 
 
+# ------------------------------------------------------------------ lip-sync measures (gstalker.metrics)
+
+
+def test_loudness_db_per_frame():
+    from gstalker import metrics as M
+
+    t = np.arange(3 * 640) / 16000
+    wave = np.zeros(3 * 640 + 100)
+    wave[:640] = 1.0  # full-scale DC: 0 dB
+    wave[640:1280] = 0.1 * np.sin(2 * np.pi * 400 * t[:640])  # 400 Hz sine at 0.1: -23.01 dB
+    # frame 2 silent, frame 3 only partly present (100 samples of silence): floored
+    db = M.loudness_db(wave, 4)
+    assert db.shape == (4,)
+    assert db[0] == pytest.approx(0.0, abs=1e-6)
+    assert db[1] == pytest.approx(20 * math.log10(0.1 / math.sqrt(2)), abs=1e-3)
+    assert db[2] == pytest.approx(M.FLOOR_DB) and db[3] == pytest.approx(M.FLOOR_DB)
+    # frame k covers [k/25, (k+1)/25) s: a click in sample 640 belongs to frame 1 only
+    click = np.zeros(1280)
+    click[640] = 1.0
+    assert list(M.loudness_db(click, 2) > -50) == [False, True]
+
+
+def test_mouth_opening_ratio():
+    from gstalker import metrics as M
+
+    lm = np.zeros((3, 478, 2))
+    lm[:, 33] = (10.0, 50.0)
+    lm[:, 263] = (90.0, 50.0)  # eye corners 80 px apart
+    lm[:, 13] = (50.0, 70.0)
+    lm[:, 14] = [(50.0, 70.0), (50.0, 78.0), (53.0, 74.0)]  # gaps 0, 8, 5
+    assert np.allclose(M.mouth_opening_ratio(lm), [0.0, 0.1, 0.0625])
+    assert np.allclose(M.mouth_opening_ratio(lm * 4), [0.0, 0.1, 0.0625]), "independent of the image size"
+    lm[1] = np.nan  # no face found in frame 1
+    r = M.mouth_opening_ratio(lm)
+    assert np.isnan(r[1]) and np.isfinite(r[[0, 2]]).all()
+
+
+def test_av_sync_finds_the_lag_and_its_sign():
+    from gstalker import metrics as M
+
+    rng = np.random.default_rng(0)
+    loud = rng.normal(size=60)
+    late = np.roll(loud, 2)  # the mouth of frame t follows the sound of frame t - 2
+    corr, lag = M.av_sync(loud, late)
+    assert lag == 2 and corr == pytest.approx(1.0, abs=1e-9), "positive lag = mouth after the sound"
+    corr, lag = M.av_sync(loud, np.roll(loud, -1))
+    assert lag == -1 and corr == pytest.approx(1.0, abs=1e-9)
+    # a mouth that closes when it is loud is anti-correlated at every lag: not sync
+    corr, lag = M.av_sync(loud, -loud)
+    assert corr < 0.5
+    # outside the lag range: no strong correlation
+    corr, _ = M.av_sync(loud, np.roll(loud, 5))
+    assert corr < 0.5
+    # missing frames are left out, undefined cases are None
+    op = late.copy()
+    op[10:20] = np.nan
+    assert M.av_sync(loud, op) == (pytest.approx(1.0, abs=1e-9), 2)
+    # one frame of digital silence does not swamp the speech: it counts as 30 dB under the median
+    db = -30 + 15 * np.sin(np.arange(40) / 2)
+    mouth = np.roll(db, 1)
+    db[0] = M.FLOOR_DB
+    assert M.av_sync(db, mouth)[1] == 1 and M.av_sync(db, mouth)[0] > 0.9
+    assert M.av_sync(db, mouth, floor_below_median_db=None)[0] < 0.75
+    assert M.av_sync(loud[:9], loud[:9]) == (None, None)  # under 10 frames
+    assert M.av_sync(loud, np.ones(60)) == (None, None)  # a still mouth
+    with pytest.raises(ValueError):
+        M.av_sync(loud, loud[:-1])
+
+
+def test_mouth_motion_and_silence_motion_threshold():
+    from gstalker import metrics as M
+
+    assert M.mouth_motion([1.0, 3.0, np.nan]) == pytest.approx(1.0)
+    assert M.mouth_motion([2.0]) is None
+    # median loudness -20 dB: frames at -51 dB are silent (31 dB under), frames at -49 dB (29 under) are not
+    loud = np.array([-20.0] * 24 + [-51.0] * 10 + [-49.0] * 6)
+    opening = np.array([0.0, 0.2] * 12 + [0.1, 0.12] * 5 + [0.0, 0.4] * 3)
+    assert M.silent_frames(loud).tolist() == [False] * 24 + [True] * 10 + [False] * 6
+    assert M.silent_frames(loud, below_db=28).sum() == 16 and M.silent_frames(loud, below_db=32).sum() == 0
+    speech = M.mouth_motion(np.r_[opening[:24], opening[34:]])
+    assert M.silence_motion(loud, opening) == pytest.approx(0.01 / speech)
+    assert M.silence_motion(loud, opening, below_db=32) is None, "no frame 32 dB under the median"
+    assert M.silent_spans(loud) == [(24, 34)]
+    assert M.silence_motion(np.full(40, -20.0), opening) is None
+
+
 # ------------------------------------------------------------------ a synthetic preprocessing workdir
 
 
@@ -163,7 +249,7 @@ def tiny(tmp_path_factory):
     return {"model": t.model.save(tmp / "subject.safetensors", {"iterations": 30}), "workdir": wd, "tmp": tmp}
 
 
-TOP_KEYS = ["schema", "gstalker_version", "model", "workdir", "device", "device_name", "size", "frames", "heldout",
+TOP_KEYS = ["schema", "mode", "gstalker_version", "model", "workdir", "device", "device_name", "size", "frames", "heldout",
             "baseline", "metrics"]
 METRIC_KEYS = ["metric", "value", "unit", "frames", "baseline", "better", "note"]
 
@@ -176,9 +262,11 @@ def test_eval_command_report_and_video(tiny, tmp_path):
     assert "| psnr |" in result.output and "baseline" in result.output and str(out) in result.output
     report = json.loads(out.read_text())
     # the schema is a contract: keys, order of metrics, units
-    assert list(report) == TOP_KEYS and report["schema"] == "gstalker.eval/1"
+    assert list(report) == TOP_KEYS and report["schema"] == "gstalker.eval/1" and report["mode"] == "self"
+    # the original metrics keep their order; the lip-sync ones follow
     assert [m["metric"] for m in report["metrics"]] == ["psnr", "ssim", "psnr_face", "ssim_face", "lpips", "lmd",
-                                                        "lip_corr", "render_fps"]
+                                                        "lip_corr", "render_fps", "av_sync", "av_lag",
+                                                        "mouth_motion", "silence_motion"]
     assert all(list(m) == METRIC_KEYS for m in report["metrics"])
     assert {m["metric"]: m["unit"] for m in report["metrics"]}["psnr"] == "dB"
     from gstalker.evaluate import file_sha256, metric
@@ -198,11 +286,17 @@ def test_eval_command_report_and_video(tiny, tmp_path):
     for name in ("lmd", "lip_corr"):
         m = metric(report, name)
         assert m["value"] is None and m["frames"] == 0 and "no face" in m["note"], m
+    for name in ("av_sync", "av_lag", "mouth_motion", "silence_motion"):
+        m = metric(report, name)
+        assert m["value"] is None and m["frames"] == 0 and m["note"], m
     with av.open(str(video)) as c:
         v = c.streams.video[0]
         assert (v.codec_context.width, v.codec_context.height) == (3 * 48, 48) and len(c.streams.audio) == 1
         assert sum(1 for _ in c.decode(video=0)) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "sbs.mp4"], "no temp files left"
+    assert "mouth plot: " + str(tmp_path / "report.mouth.png") in result.output
+    assert (tmp_path / "report.mouth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.mouth.png", "sbs.mp4"], \
+        "no temp files left"
 
 
 def test_eval_default_report_path_and_api_with_lpips(tiny):
@@ -264,6 +358,92 @@ def test_eval_bad_inputs(tiny, tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+# ------------------------------------------------------------------------ cross-driven (--audio)
+
+CROSS_KEYS = ["schema", "mode", "gstalker_version", "model", "workdir", "audio", "device", "device_name", "size",
+              "frames", "baseline", "metrics"]
+
+
+def speech_like(seconds=1.2, seed=0):
+    """Noise bursts (syllables) with a silent gap in the middle: 16 kHz float32."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    wave = 0.3 * rng.normal(size=len(t)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
+    wave[(t > seconds * 0.4) & (t < seconds * 0.6)] = 0.0
+    return wave.astype(np.float32)
+
+
+def test_eval_cross_driven_report_plot_and_video(tiny, tmp_path):
+    from gstalker.audio import save_wav
+    from gstalker.evaluate import file_sha256, metric
+
+    speech = tmp_path / "speech.wav"
+    save_wav(speech, speech_like(1.2), 16000)
+    out, video = tmp_path / "cross.json", tmp_path / "said.mp4"
+    result = runner.invoke(app, ["eval", str(tiny["model"]), "-w", str(tiny["workdir"]), "--audio", str(speech),
+                                 "-o", str(out), "--video", str(video), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "cross-driven by speech.wav" in result.output and "| av_sync |" in result.output
+    report = json.loads(out.read_text())
+    assert list(report) == CROSS_KEYS and report["mode"] == "cross" and report["schema"] == "gstalker.eval/1"
+    assert report["audio"] == {"path": str(speech), "sha256": file_sha256(speech), "seconds": 1.2}
+    assert [m["metric"] for m in report["metrics"]] == ["av_sync", "av_lag", "mouth_motion", "silence_motion",
+                                                        "render_fps"], "no ground truth: no psnr and the rest"
+    assert all(list(m) == METRIC_KEYS for m in report["metrics"]) and report["frames"] == 30
+    assert metric(report, "render_fps")["value"] > 0
+    for name in ("av_sync", "mouth_motion"):  # no face in a synthetic disc: null, with the reason
+        assert metric(report, name)["value"] is None and "no face" in metric(report, name)["note"]
+    # the baseline is the training video's own (its tracked 'landmarks' are still: no mouth motion)
+    assert metric(report, "mouth_motion")["baseline"] == 0.0 and "training video" in report["baseline"]
+    plot = tmp_path / "cross.mouth.png"
+    assert "mouth plot: " + str(plot) in result.output and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with av.open(str(video)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.codec_context.width, v.codec_context.height) == (48, 48), "rendered frames alone"
+        assert sum(1 for _ in c.decode(video=0)) == 30
+        assert float(a.duration * a.time_base) == pytest.approx(1.2, abs=0.07), "the speech's duration"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cross.json", "cross.mouth.png", "said.mp4", "speech.wav"]
+    # the default report path says it is cross-driven
+    result = runner.invoke(app, ["eval", str(tiny["model"]), "-w", str(tiny["workdir"]), "--audio", str(speech),
+                                 "--max-frames", "12", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    default = tiny["model"].with_suffix(".cross.eval.json")
+    assert json.loads(default.read_text())["frames"] == 12
+    assert tiny["model"].with_name(tiny["model"].stem + ".cross.eval.mouth.png").is_file()
+
+
+def test_eval_cross_driven_short_speech_gives_null_metrics_with_a_note(tiny, tmp_path):
+    report = ev.evaluate(tiny["model"], tiny["workdir"], audio=_wav(tmp_path, speech_like(0.2)), device="cpu",
+                         progress=False, plot=tmp_path / "m.png")
+    assert report["frames"] == 5 and (tmp_path / "m.png").is_file()
+    for name in ("av_sync", "av_lag", "mouth_motion", "silence_motion"):
+        m = ev.metric(report, name)
+        assert m["value"] is None and "under 10" in m["note"], m
+    assert "cross-driven by" in ev.format_table(report)
+
+
+def _wav(tmp_path, wave, name="s.wav"):
+    from gstalker.audio import save_wav
+
+    save_wav(tmp_path / name, wave, 16000)
+    return tmp_path / name
+
+
+def test_eval_cross_driven_bad_audio(tiny, tmp_path):
+    m, wd = str(tiny["model"]), str(tiny["workdir"])
+    out = str(tmp_path / "r.json")
+
+    def run(audio):
+        return runner.invoke(app, ["eval", m, "-w", wd, "-o", out, "--audio", str(audio), "--device", "cpu"])
+
+    one_line_error(run(tmp_path / "none.wav"), "none.wav", "no such file")
+    (tmp_path / "notes.txt").write_text("not audio at all\n" * 50)
+    one_line_error(run(tmp_path / "notes.txt"), "notes.txt")
+    one_line_error(run(_wav(tmp_path, np.zeros(16000, np.float32), "quiet.wav")), "quiet.wav", "silent")
+    one_line_error(run(_wav(tmp_path, speech_like(0.01), "click.wav")), "shorter than one video frame")
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.mouth.png").exists()
+
+
 # ------------------------------------------------------------------------ the real smoke model
 
 
@@ -281,3 +461,25 @@ def test_eval_smoke_model_beats_the_mean_frame(smoke_model, tmp_path):
     assert lm["value"] is None or 0 <= lm["value"] < 128
     # held out: the tail the model is scored on begins at the workdir's val_start
     assert report["heldout"]["first"] >= report["heldout"]["val_start"]
+
+
+def test_eval_cross_driven_on_the_smoke_model(smoke_model, media_dir, tmp_path):
+    speech = media_dir / "retalking_audio1.wav"  # 5 s, 44.1 kHz stereo: resampled like speak does
+    out, video = tmp_path / "cross.json", tmp_path / "said.mp4"
+    result = runner.invoke(app, ["eval", str(smoke_model["model"]), "-w", str(smoke_model["workdir"]), "--audio",
+                                 str(speech), "-o", str(out), "--video", str(video), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    print(result.output)
+    report = json.loads(out.read_text())
+    assert list(report) == CROSS_KEYS and report["frames"] == 125
+    assert (tmp_path / "cross.mouth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    motion = ev.metric(report, "mouth_motion")
+    assert motion["frames"] >= 100, "MediaPipe finds the rendered face (upscaled)"
+    assert motion["value"] is not None and motion["baseline"] > 0
+    sync = ev.metric(report, "av_sync")
+    assert sync["value"] is None or -1 <= sync["value"] <= 1
+    assert sync["baseline"] is not None and -3 <= ev.metric(report, "av_lag")["baseline"] <= 3
+    with av.open(str(video)) as c:
+        a = c.streams.audio[0]
+        assert sum(1 for _ in c.decode(video=0)) == 125
+        assert float(a.duration * a.time_base) == pytest.approx(5.0, abs=0.07)
