@@ -140,7 +140,7 @@ class TalkerModel(nn.Module):
     def normalize_audio(self, windows: torch.Tensor) -> torch.Tensor:
         """Audio windows [..., W, D] as the training clip's per-dimension statistics standardise
         them (`audio_mean`, `audio_std` [D]: identity for models from before they were stored)."""
-        return (windows.to(self.device) - self.audio_mean) / self.audio_std
+        return (windows.to(self.audio_mean.device) - self.audio_mean) / self.audio_std
 
     def codes(self, windows: torch.Tensor, smooth: bool = True) -> torch.Tensor:
         """Audio windows [T, W, D] of consecutive frames -> smoothed codes [T, code_dim]."""

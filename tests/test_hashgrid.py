@@ -99,7 +99,8 @@ def test_triton_matches_torch_dense_and_hashed(monkeypatch, n_features, one_leve
     out_k, gc_k, gt_k = _run("triton", coords, table, RES)
     assert out_k.shape == (coords.shape[0], len(RES) * n_features)
     assert out_t.abs().max() > 0.1 and gt_t.abs().max() > 0.1 and gc_t.abs().max() > 1.0  # nothing trivially zero
-    torch.testing.assert_close(out_k, out_t, rtol=1e-5, atol=1e-6)
+    # exact under the interpreter; on a GPU, fused multiply-adds move values by ~1e-5
+    torch.testing.assert_close(out_k, out_t, rtol=1e-5, atol=1e-6 if DEVICE == "cpu" else 5e-5)
     torch.testing.assert_close(gt_k, gt_t, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gc_k, gc_t, rtol=1e-4, atol=1e-3)
     # outside [0, 1] the coordinate gradient is zero; at exactly 0 and 1 it is not
