@@ -133,3 +133,33 @@ def test_trainer_step_synchronises_once_per_rasterize(tmp_path):
     syncs = [w for w in caught if "called a synchronizing" in str(w.message)]  # not the "prototype" notice
     where = "\n".join(f"{w.filename}:{w.lineno}: {w.message}" for w in syncs)
     assert len(syncs) <= 2, f"{len(syncs)} host synchronisations in one training step:\n{where}"
+
+
+def test_format_1_model_files_load_with_identity_audio_statistics(tmp_path):
+    """Model files from before the audio statistics were stored (format 1) still load and
+    render: their features are taken as they are (mean 0, std 1)."""
+    import json
+
+    from safetensors.torch import load_file as st_load
+    from safetensors.torch import save_file as st_save
+
+    t = make_trainer(tmp_path, iters=4)
+    for _ in range(4):
+        t.step()
+    path = t.model.save(tmp_path / "new.safetensors")
+    tensors = st_load(str(path))
+    assert "audio_mean" in tensors and not torch.equal(tensors["audio_std"], torch.ones_like(tensors["audio_std"]))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["gstalker"])
+    meta["format_version"] = 1
+    old = {k: v for k, v in tensors.items() if k not in ("audio_mean", "audio_std")}
+    st_save(old, str(tmp_path / "old.safetensors"), metadata={"gstalker": json.dumps(meta)})
+    model, meta = TalkerModel.load(tmp_path / "old.safetensors")
+    assert meta["format_version"] == 1
+    assert torch.equal(model.audio_mean, torch.zeros_like(model.audio_mean))
+    assert torch.equal(model.audio_std, torch.ones_like(model.audio_std))
+    with torch.no_grad():
+        code = model.codes(t.data.audio)[3]
+        assert torch.isfinite(model.render(code, t.data.viewmats[3], t.data.eyes[3])["image"]).all()
