@@ -35,7 +35,7 @@ PRESETS = {
                   densify_every=100, opacity_reset_every=0, preview_every=200, log2_table_size=12, mouth_weight=0.0),
     # the best model two CPU cores make in about 45 minutes of `fit` on a 60-90 s clip: 128 px frames,
     # the mouth learned from a 96 px patch of preprocessing's high-resolution crops (docs/training.md)
-    "cpu": dict(size=128, static_iters=1500, deform_iters=3000, n_head=2000, n_torso=1500, max_gaussians=8000,
+    "cpu": dict(size=128, static_iters=1000, deform_iters=2000, n_head=2000, n_torso=1500, max_gaussians=8000,
                 densify_every=100, opacity_reset_every=0, preview_every=500, log2_table_size=14,
                 mouth_weight=1.0, mouth_px=96),
     # the default on a CUDA GPU: what about 15 minutes on an RTX 3090-class GPU allows
