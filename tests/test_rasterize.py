@@ -105,11 +105,15 @@ def test_dense_scene_stops_early_and_matches():
 
 
 @pytest.mark.parametrize("cull", [False, True])
-@pytest.mark.parametrize("sort_block", [4, 128])
-def test_triton_binning_matches_torch_sort(monkeypatch, sort_block, cull):
-    """Counting sort + per-tile sort (with merge passes when tiles exceed a block) equals torch.sort,
-    depth ties broken by index."""
+@pytest.mark.parametrize("sort,sort_block", [("rank", 4), ("rank", 128), ("merge", 4), ("merge", 128)])
+def test_triton_binning_matches_torch_sort(monkeypatch, sort, sort_block, cull):
+    """Counting sort + per-tile sort (by rank in row blocks and chunks, or blocks and merge passes
+    when tiles exceed a block) equals torch.sort, depth ties broken by index."""
+    monkeypatch.setattr(binning, "SORT", sort)
     monkeypatch.setattr(binning, "SORT_BLOCK", sort_block)
+    monkeypatch.setattr(binning, "RANK_BLOCK", sort_block)
+    monkeypatch.setattr(binning, "RANK_CHUNK", max(2, sort_block // 4))
+    monkeypatch.setattr(binning, "RANK_SPLIT", 3)  # several row blocks per program
     g = torch.Generator().manual_seed(5)
     n, width, height = 400, 70, 50
     means2d = torch.rand(n, 2, generator=g) * torch.tensor([width + 20.0, height + 20.0]) - 10
