@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import gstalker.kernels.binning as binning
+import gstalker.kernels.blending as blending
 from gstalker.kernels import rasterize
 from gstalker.kernels._backend import interpreting
 from gstalker.kernels.binning import bin_tiles_torch, bin_tiles_triton
@@ -89,6 +90,27 @@ def test_triton_gradients_match_torch(n, channels, width, height):
     for name, a, b in zip(["means3d", "quats", "scales", "opacities", "colors", "background", "means2d"], got, ref):
         assert b.abs().max() > 0, f"{name}: reference gradient is all zero"
         assert_grads_match(a, b, f"{name} gradient")
+
+
+@pytest.mark.parametrize("shape", blending.BLEND_SHAPES, ids=lambda s: "rows%d-warps%d-skip%d-pre%d" % s)
+def test_every_blend_program_shape_matches_torch(monkeypatch, shape):
+    """Each program shape the GPU benchmark compares (one program per tile or per 1-4 rows of 32
+    lanes, skipping Gaussians that reach none of its pixels, prefetching the next one) renders
+    and differentiates like the torch backend, 5 channels (two channel groups), stops included."""
+    monkeypatch.setattr(blending, "BLEND_ROWS", shape[0])
+    monkeypatch.setattr(blending, "BLEND_WARPS", shape[1])
+    monkeypatch.setattr(blending, "BLEND_SKIP", shape[2])
+    monkeypatch.setattr(blending, "BLEND_PREFETCH", shape[3])
+    scene = make_scene(90, 5, seed=3, spread=(0.5, 0.5, 0.3), opacity=(0.5, 0.98), scale=(0.03, 0.2))
+    g = torch.Generator().manual_seed(2)
+    weights = (torch.randn(20, 24, 5, generator=g).to(DEVICE), torch.randn(20, 24, 1, generator=g).to(DEVICE))
+    img_t, alpha_t, _ = render(scene, 24, 20, "torch")
+    img_k, alpha_k, _ = render(scene, 24, 20, "triton")
+    assert (alpha_t > 1 - 1e-3).float().mean() > 0.02 and (alpha_t < 0.5).float().mean() > 0.1  # stops and gaps
+    assert_images_match(img_k, img_t)
+    assert_images_match(alpha_k, alpha_t, what="alpha")
+    for a, b in zip(_grads(scene, 24, 20, "triton", weights), _grads(scene, 24, 20, "torch", weights)):
+        assert_grads_match(a, b)
 
 
 def test_dense_scene_stops_early_and_matches():
