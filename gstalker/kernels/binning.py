@@ -108,8 +108,8 @@ if HAS_TRITON:
         v = tl.load(means2d_ptr + offs * 2 + 1, mask=m, other=0.0)
         rad = tl.load(radii_ptr + offs, mask=m, other=0)
         r = rad.to(tl.float32)
-        fx = tiles_x.to(tl.float32)
-        fy = tiles_y.to(tl.float32)
+        fx = tiles_x + 0.0  # (not .to: an int argument equal to 1 arrives as a constexpr)
+        fy = tiles_y + 0.0
         x0 = tl.minimum(tl.maximum(tl.floor((u - r) * 0.0625), 0.0), fx).to(tl.int32)
         x1 = tl.minimum(tl.maximum(tl.ceil((u + r) * 0.0625), 0.0), fx).to(tl.int32)
         y0 = tl.minimum(tl.maximum(tl.floor((v - r) * 0.0625), 0.0), fy).to(tl.int32)
