@@ -101,6 +101,7 @@ def test_every_blend_program_shape_matches_torch(monkeypatch, shape):
     monkeypatch.setattr(blending, "BLEND_WARPS", shape[1])
     monkeypatch.setattr(blending, "BLEND_SKIP", shape[2])
     monkeypatch.setattr(blending, "BLEND_PREFETCH", shape[3])
+    monkeypatch.setattr(blending, "BLEND_INTERPRETER_WHOLE_TILE", False)
     scene = make_scene(90, 5, seed=3, spread=(0.5, 0.5, 0.3), opacity=(0.5, 0.98), scale=(0.03, 0.2))
     g = torch.Generator().manual_seed(2)
     weights = (torch.randn(20, 24, 5, generator=g).to(DEVICE), torch.randn(20, 24, 1, generator=g).to(DEVICE))

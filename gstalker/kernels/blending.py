@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ._backend import HAS_TRITON
+from ._backend import HAS_TRITON, interpreting
 from .projection import TILE, tile_grid
 
 ALPHA_MAX = 0.99
@@ -218,8 +218,19 @@ BLEND_SHAPES = ((8, 8, False, False), (8, 8, True, True), (4, 4, True, True), (2
                 (1, 1, True, True), (1, 1, True, False), (2, 1, True, False))
 
 
+# The interpreter runs programs one after another, each op costing the same whatever its size:
+# there the default shape runs as one program per tile (same pixels, same arithmetic, same
+# results; tests of every shape set BLEND_INTERPRETER_WHOLE_TILE = False).
+BLEND_INTERPRETER_WHOLE_TILE = True
+_DEFAULT_SHAPE = (BLEND_ROWS, BLEND_WARPS, BLEND_SKIP, BLEND_PREFETCH)
+
+
 def blend_shape():
-    return BLEND_ROWS, BLEND_WARPS, BLEND_SKIP, BLEND_PREFETCH
+    """(rows, warps, skip, prefetch) of the blending programs as launched now."""
+    shape = (BLEND_ROWS, BLEND_WARPS, BLEND_SKIP, BLEND_PREFETCH)
+    if BLEND_INTERPRETER_WHOLE_TILE and shape == _DEFAULT_SHAPE and interpreting():
+        return (8, 8, BLEND_SKIP, BLEND_PREFETCH)
+    return shape
 
 
 def _check_shape(rows, warps):
