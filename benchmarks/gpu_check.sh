@@ -14,7 +14,8 @@
 #
 # $OUT files: device.txt (card, driver, versions, date, and the PASS/FAIL summary at the end),
 # resources.md (registers/spills of every kernel, compiled for this card and loaded), tests.txt
-# (kernel tests on CUDA), gsplat_build.txt, stages.md (per-stage ms beside gsplat), hashgrid.md,
+# (kernel tests on CUDA), gsplat_build.txt, stages.md (per-stage ms beside gsplat, then the A/B
+# tables: binning rank vs merge sort, blending per program shape), hashgrid.md,
 # fps.md, stages_log.txt (the benchmark's own output).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -105,8 +106,9 @@ if [ -n "$gs_pid" ]; then
   else fails+=("gsplat build (see gsplat_build.txt)"); echo "FAIL gsplat build"; cat "$out/gsplat_build.txt" | tail -20; fi
 fi
 export TORCH_EXTENSIONS_DIR=/tmp/torch_ext TORCH_CUDA_ARCH_LIST="$arch"
-stage "stage timings, hash grid, render fps" 240 "$out/stages_log.txt" \
+stage "stage timings, A/B of sorts and blend shapes, hash grid, render fps" 270 "$out/stages_log.txt" \
   python3 benchmarks/gpu_stages.py --out "$out"
+[ -f "$out/ab.md" ] && { printf '\n' >> "$out/stages.md"; cat "$out/ab.md" >> "$out/stages.md"; rm -f "$out/ab.md"; }  # 8 files
 
 stage "Trainer steps at 512 px" 60 /tmp/train_speed.md \
   python3 benchmarks/train_speed.py --size 512 --steps 50

@@ -8,7 +8,10 @@ order), blend forward, blend backward, project backward; then rasterize forward 
 forward+backward end to end. Scenes: 512x512 with 100k Gaussians, 1920x1080 with 500k, and a
 hot-tile scene (> 2,000 Gaussians in one tile). gsplat (if importable) runs the same scenes
 through fully_fused_projection, isect_tiles + isect_offset_encode and rasterize_to_pixels.
-Then the tri-plane hash grid at 1M x 3 x 14 (both layouts), and render FPS at 512x512 batch 1
+Then A/B tables on the same scenes: binning with the per-tile rank sort (default) against the
+block sort + merge passes, and blending forward/backward for each program shape in
+blending.BLEND_SHAPES (the first is the original one program per tile); then the tri-plane
+hash grid at 1M x 3 x 14 (both layouts), and render FPS at 512x512 batch 1
 of a model the size of a trained one (random Gaussians: preprocessing needs mediapipe and av,
 which the GPU machine lacks). Each part writes its Markdown to --out as it finishes; a part that
 fails prints FAIL and the script exits 1 at the end.
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("gpu_stages_out"))
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on a CPU (Triton interpreted): checks the script runs")
     ap.add_argument("--no-gsplat", action="store_true")
-    ap.add_argument("--parts", default="raster,hashgrid,fps")
+    ap.add_argument("--parts", default="raster,ab,hashgrid,fps")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -194,6 +197,65 @@ def main(argv=None) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         print(table(head, rows), flush=True)
+
+    if "ab" in parts:
+        import gstalker.kernels.binning as binning
+        import gstalker.kernels.blending as blending
+
+        scenes = [("512x512, 100k", lambda: make_scene(100_000, 512, 512, device), 512, 512),
+                  ("1920x1080, 500k", lambda: make_scene(500_000, 1920, 1080, device), 1920, 1080),
+                  ("hot tile 2,500 + 50k, 512x512", lambda: hot_tile_scene(2_500, 50_000, 512, 512, device), 512, 512)]
+        if smoke:
+            scenes = [("hot tile 8 + 10, 32x32", lambda: hot_tile_scene(8, 10, 32, 32, device), 32, 32)]
+        warm = 0 if smoke else 2
+        rows_bin, rows_blend = [], []
+        default = (blending.BLEND_ROWS, blending.BLEND_WARPS, blending.BLEND_SKIP, blending.BLEND_PREFETCH)
+        blending.BLEND_INTERPRETER_WHOLE_TILE = False  # (smoke) run each shape as it is named
+        for label, make, W, H in scenes:
+            def one_scene():
+                tensors, viewmat, K = make()
+                means3d, quats, scales, opac, colors = [t.clone().requires_grad_() for t in tensors]
+                with torch.no_grad():
+                    means2d, conics, depths, radii = project_gaussians(means3d, quats, scales, viewmat, K, W, H, "triton")
+                for sort in ("rank", "merge"):
+                    binning.SORT = sort
+                    ms = time_ms(lambda: bin_tiles(means2d, radii, depths, W, H, "triton", conics, opac), device, reps, warm)
+                    rows_bin.append([label, sort + (" (default)" if sort == "rank" else ""), ms])
+                binning.SORT = "rank"
+                ids, ranges = bin_tiles(means2d, radii, depths, W, H, "triton", conics, opac)
+                m2, co, op, col = [t.detach().clone().requires_grad_() for t in (means2d, conics, opac, colors)]
+                ref = None
+                shapes = blending.BLEND_SHAPES if not smoke else [blending.BLEND_SHAPES[0], default]
+                for shape in shapes:
+                    blending.BLEND_ROWS, blending.BLEND_WARPS, blending.BLEND_SKIP, blending.BLEND_PREFETCH = shape
+                    with torch.no_grad():
+                        t_f = time_ms(lambda: blend(m2, co, op, col, None, ids, ranges, W, H, "triton"), device, reps, warm)
+                    img, alpha = blend(m2, co, op, col, None, ids, ranges, W, H, "triton")
+                    g = torch.Generator(device=device).manual_seed(0)
+                    gi = torch.randn(img.shape, device=device, generator=g)
+                    ga = torch.randn(alpha.shape, device=device, generator=g)
+                    t_b = time_ms(lambda: torch.autograd.grad([img, alpha], [m2, co, op, col], [gi, ga], retain_graph=True),
+                                  device, reps, warm)
+                    grads = torch.autograd.grad([img, alpha], [m2, co, op, col], [gi, ga])
+                    if ref is None:
+                        ref = [img.detach()] + list(grads)
+                    diff = max(float((a - b).abs().max() / (b.abs().max() + 1e-12)) for a, b in zip([img.detach()] + list(grads), ref))
+                    name = "rows %d, warps %d, skip %s, prefetch %s" % shape
+                    tag = " (default)" if shape == default else (" (original)" if shape == blending.BLEND_SHAPES[0] else "")
+                    rows_blend.append([label, name + tag, t_f, t_b, f"{diff:.1e}"])
+                blending.BLEND_ROWS, blending.BLEND_WARPS, blending.BLEND_SKIP, blending.BLEND_PREFETCH = default
+
+            part(f"A/B {label}", one_scene)
+            binning.SORT = "rank"
+            blending.BLEND_ROWS, blending.BLEND_WARPS, blending.BLEND_SKIP, blending.BLEND_PREFETCH = default
+            text = (header + "Milliseconds, median of CUDA-event timings\n\nBinning, per-tile sort\n\n"
+                    + table(["scene", "sort", "bin ms"], rows_bin)
+                    + "\nBlending by program shape (max relative difference of image and gradients to the original)\n\n"
+                    + table(["scene", "shape", "blend fwd", "blend bwd", "max rel diff"], rows_blend))
+            (args.out / "ab.md").write_text(text)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        print(text, flush=True)
 
     if "hashgrid" in parts:
         import gstalker.kernels.hashgrid as hg

@@ -13,8 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = {
-    "_project_fwd_kernel", "_project_bwd_kernel", "_tile_count_kernel", "_tile_scatter_kernel",
-    "_block_sort_kernel", "_merge_kernel", "_blend_fwd_kernel", "_blend_bwd_kernel",
+    "_project_fwd_kernel", "_project_bwd_kernel", "_tile_count_kernel", "_tile_scan_kernel", "_tile_scatter_kernel",
+    "_tile_rank_sort_kernel", "_block_sort_kernel", "_merge_kernel", "_blend_fwd_kernel", "_blend_bwd_kernel",
     "_hashgrid_fwd_kernel", "_hashgrid_bwd_kernel",
 }
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import gstalker.kernels.binning as binning
+import gstalker.kernels.blending as blending
 from gstalker.kernels import rasterize
 from gstalker.kernels._backend import interpreting
 from gstalker.kernels.binning import bin_tiles_torch, bin_tiles_triton
@@ -91,6 +92,28 @@ def test_triton_gradients_match_torch(n, channels, width, height):
         assert_grads_match(a, b, f"{name} gradient")
 
 
+@pytest.mark.parametrize("shape", blending.BLEND_SHAPES, ids=lambda s: "rows%d-warps%d-skip%d-pre%d" % s)
+def test_every_blend_program_shape_matches_torch(monkeypatch, shape):
+    """Each program shape the GPU benchmark compares (one program per tile or per 1-4 rows of 32
+    lanes, skipping Gaussians that reach none of its pixels, prefetching the next one) renders
+    and differentiates like the torch backend, 5 channels (two channel groups), stops included."""
+    monkeypatch.setattr(blending, "BLEND_ROWS", shape[0])
+    monkeypatch.setattr(blending, "BLEND_WARPS", shape[1])
+    monkeypatch.setattr(blending, "BLEND_SKIP", shape[2])
+    monkeypatch.setattr(blending, "BLEND_PREFETCH", shape[3])
+    monkeypatch.setattr(blending, "BLEND_INTERPRETER_WHOLE_TILE", False)
+    scene = make_scene(90, 5, seed=3, spread=(0.5, 0.5, 0.3), opacity=(0.5, 0.98), scale=(0.03, 0.2))
+    g = torch.Generator().manual_seed(2)
+    weights = (torch.randn(20, 24, 5, generator=g).to(DEVICE), torch.randn(20, 24, 1, generator=g).to(DEVICE))
+    img_t, alpha_t, _ = render(scene, 24, 20, "torch")
+    img_k, alpha_k, _ = render(scene, 24, 20, "triton")
+    assert (alpha_t > 1 - 1e-3).float().mean() > 0.02 and (alpha_t < 0.5).float().mean() > 0.1  # stops and gaps
+    assert_images_match(img_k, img_t)
+    assert_images_match(alpha_k, alpha_t, what="alpha")
+    for a, b in zip(_grads(scene, 24, 20, "triton", weights), _grads(scene, 24, 20, "torch", weights)):
+        assert_grads_match(a, b)
+
+
 def test_dense_scene_stops_early_and_matches():
     """Many opaque Gaussians: pixels reach the 1e-4 transmittance stop; both backends agree."""
     scene = make_scene(120, 3, seed=3, spread=(0.3, 0.3, 0.3), opacity=(0.8, 0.98), scale=(0.1, 0.3))
@@ -105,11 +128,15 @@ def test_dense_scene_stops_early_and_matches():
 
 
 @pytest.mark.parametrize("cull", [False, True])
-@pytest.mark.parametrize("sort_block", [4, 128])
-def test_triton_binning_matches_torch_sort(monkeypatch, sort_block, cull):
-    """Counting sort + per-tile sort (with merge passes when tiles exceed a block) equals torch.sort,
-    depth ties broken by index."""
+@pytest.mark.parametrize("sort,sort_block", [("rank", 4), ("rank", 128), ("merge", 4), ("merge", 128)])
+def test_triton_binning_matches_torch_sort(monkeypatch, sort, sort_block, cull):
+    """Counting sort + per-tile sort (by rank in row blocks and chunks, or blocks and merge passes
+    when tiles exceed a block) equals torch.sort, depth ties broken by index."""
+    monkeypatch.setattr(binning, "SORT", sort)
     monkeypatch.setattr(binning, "SORT_BLOCK", sort_block)
+    monkeypatch.setattr(binning, "RANK_BLOCK", sort_block)
+    monkeypatch.setattr(binning, "RANK_CHUNK", max(2, sort_block // 4))
+    monkeypatch.setattr(binning, "RANK_SPLIT", 3)  # several row blocks per program
     g = torch.Generator().manual_seed(5)
     n, width, height = 400, 70, 50
     means2d = torch.rand(n, 2, generator=g) * torch.tensor([width + 20.0, height + 20.0]) - 10

@@ -5,12 +5,14 @@ then Gaussian index (the last only breaks exact depth ties, so both backends agr
 `isect_ids [M] int32` (Gaussian index per intersection) and `tile_ranges [tiles, 2] int32`
 (each tile's [start, end) in that list).
 
-Triton path: a counting sort by tile (per-tile counts with atomics, a prefix sum, a scatter into
-each tile's bucket), then a per-tile sort of unique 64-bit keys (depth bits << 32 | index): blocks
-sorted by rank, then merged pairwise by rank until each tile is one run. Its one host
-synchronisation reads the number of intersections; its `isect_ids` may hold entries past a
-tile's range (id -1) if the scatter pass ever found fewer hits than the count pass. `bin_tiles_torch`
-does the same with one `torch.sort` and is the reference. No gradients flow here.
+Triton path: a counting sort by tile (per-tile counts with atomics, one program's prefix sum, a
+scatter of unique 64-bit keys, depth bits << 32 | index, into each tile's bucket), then each
+tile sorts its bucket by rank (a key's place is the number of the tile's keys below it), in four
+launches with one host synchronisation (reading the number of intersections and the longest
+tile). `isect_ids` may hold entries past a tile's range (id -1) if the scatter pass ever found
+fewer hits than the count pass. Very long tiles (and `SORT = "merge"`) sort by blocks and
+pairwise merge passes instead. `bin_tiles_torch` does the same with one `torch.sort` and is the
+reference. No gradients flow here.
 
 Given conics and opacities, a (tile, Gaussian) pair of the 3-sigma rectangle is dropped when no
 pixel centre of the tile can reach alpha >= 1/255: the Gaussian's smallest Mahalanobis distance
@@ -99,13 +101,22 @@ if HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
-    def _rect_loop(rect_ptr, offs, m):
-        x0 = tl.load(rect_ptr + offs * 4 + 0, mask=m, other=0)
-        y0 = tl.load(rect_ptr + offs * 4 + 1, mask=m, other=0)
-        x1 = tl.load(rect_ptr + offs * 4 + 2, mask=m, other=0)
-        y1 = tl.load(rect_ptr + offs * 4 + 3, mask=m, other=0)
-        rw = x1 - x0
-        count = rw * (y1 - y0)
+    def _rect(means2d_ptr, radii_ptr, offs, m, tiles_x, tiles_y):
+        """`tile_rects` in the kernel (the same float ops: x 1/16 is exact like / 16): the first
+        tile (x0, y0), the rectangle's width in tiles and its number of tiles; 0 where radius 0."""
+        u = tl.load(means2d_ptr + offs * 2 + 0, mask=m, other=0.0)
+        v = tl.load(means2d_ptr + offs * 2 + 1, mask=m, other=0.0)
+        rad = tl.load(radii_ptr + offs, mask=m, other=0)
+        r = rad.to(tl.float32)
+        fx = tiles_x + 0.0  # (not .to: an int argument equal to 1 arrives as a constexpr)
+        fy = tiles_y + 0.0
+        x0 = tl.minimum(tl.maximum(tl.floor((u - r) * 0.0625), 0.0), fx).to(tl.int32)
+        x1 = tl.minimum(tl.maximum(tl.ceil((u + r) * 0.0625), 0.0), fx).to(tl.int32)
+        y0 = tl.minimum(tl.maximum(tl.floor((v - r) * 0.0625), 0.0), fy).to(tl.int32)
+        y1 = tl.minimum(tl.maximum(tl.ceil((v + r) * 0.0625), 0.0), fy).to(tl.int32)
+        on = rad > 0
+        rw = tl.where(on, x1 - x0, 0)
+        count = rw * tl.where(on, y1 - y0, 0)
         return x0, y0, rw, count
 
     @triton.jit
@@ -152,11 +163,11 @@ if HAS_TRITON:
             return tx >= 0
 
     @triton.jit
-    def _tile_count_kernel(rect_ptr, means2d_ptr, conics_ptr, opac_ptr, tile_counts_ptr, N, tiles_x,
+    def _tile_count_kernel(means2d_ptr, radii_ptr, conics_ptr, opac_ptr, tile_counts_ptr, N, tiles_x, tiles_y,
                            BLOCK: tl.constexpr, CULL: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
-        x0, y0, rw, count = _rect_loop(rect_ptr, offs, m)
+        x0, y0, rw, count = _rect(means2d_ptr, radii_ptr, offs, m, tiles_x, tiles_y)
         rw = tl.maximum(rw, 1)
         mx, my, A, B, C, q_max = _gaussian_2d(means2d_ptr, conics_ptr, opac_ptr, offs, m, CULL)
         for k in range(0, tl.max(count)):
@@ -166,18 +177,39 @@ if HAS_TRITON:
             tl.atomic_add(tile_counts_ptr + ty * tiles_x + tx, 1, mask=hit, sem="relaxed")
 
     @triton.jit
-    def _tile_scatter_kernel(rect_ptr, means2d_ptr, conics_ptr, opac_ptr, depth_bits_ptr, cursor_ptr, ranges_ptr,
-                             keys_ptr, N, tiles_x, BLOCK: tl.constexpr, CULL: tl.constexpr):
+    def _tile_scan_kernel(counts_ptr, buckets_ptr, cursor_ptr, stats_ptr, num_tiles, BLOCK: tl.constexpr):
+        """One program: exclusive scan of the tile counts into buckets [tiles, 2] (start, end) and
+        the scatter cursors (= start), and stats = (total, longest tile) for the one host read."""
+        carry = tl.program_id(0) * 0
+        longest = carry
+        for t0 in range(0, num_tiles, BLOCK):
+            offs = t0 + tl.arange(0, BLOCK)
+            m = offs < num_tiles
+            c = tl.load(counts_ptr + offs, mask=m, other=0)
+            incl = tl.cumsum(c, axis=0) + carry
+            tl.store(buckets_ptr + offs * 2, incl - c, mask=m)
+            tl.store(buckets_ptr + offs * 2 + 1, incl, mask=m)
+            tl.store(cursor_ptr + offs, incl - c, mask=m)
+            carry += tl.sum(c, axis=0)
+            longest = tl.maximum(longest, tl.max(c, axis=0))
+        tl.store(stats_ptr, carry)
+        tl.store(stats_ptr + 1, longest)
+
+    @triton.jit
+    def _tile_scatter_kernel(means2d_ptr, radii_ptr, conics_ptr, opac_ptr, depths_ptr, cursor_ptr, ranges_ptr,
+                             keys_ptr, N, tiles_x, tiles_y, BLOCK: tl.constexpr, CULL: tl.constexpr):
         """Writes each hit's key at its tile's cursor. Writes stop at the tile's end from the count
         pass: if the two passes ever disagreed (the same float test, compiled twice), a surplus hit
-        is dropped rather than written into the next tile's bucket; a missing one leaves the
-        slot's sentinel, which sorts last and is cut off the tile's range afterwards."""
+        is dropped rather than written into the next tile's bucket; a missing one leaves its slot
+        past the tile's cursor, which the sort cuts off the tile's range."""
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
-        x0, y0, rw, count = _rect_loop(rect_ptr, offs, m)
+        x0, y0, rw, count = _rect(means2d_ptr, radii_ptr, offs, m, tiles_x, tiles_y)
         rw = tl.maximum(rw, 1)
         mx, my, A, B, C, q_max = _gaussian_2d(means2d_ptr, conics_ptr, opac_ptr, offs, m, CULL)
-        key = (tl.load(depth_bits_ptr + offs, mask=m, other=0).to(tl.int64) << 32) | offs.to(tl.int64)
+        # depths of visible Gaussians are >= 0.01, so their float bits sort like the floats
+        bits = tl.load(depths_ptr + offs, mask=m, other=0.0).to(tl.int32, bitcast=True)
+        key = (bits.to(tl.int64) << 32) | offs.to(tl.int64)
         for k in range(0, tl.max(count)):
             tx = x0 + k % rw
             ty = y0 + k // rw
@@ -187,6 +219,36 @@ if HAS_TRITON:
             pos = tl.atomic_add(cursor_ptr + tile, 1, mask=hit, sem="relaxed")
             tile_end = tl.load(ranges_ptr + tile * 2 + 1, mask=hit, other=0)
             tl.store(keys_ptr + pos, key, mask=hit & (pos < tile_end))
+
+    @triton.jit
+    def _tile_rank_sort_kernel(keys_ptr, buckets_ptr, cursor_ptr, ids_ptr, ranges_ptr,
+                               BLOCK: tl.constexpr, CHUNK: tl.constexpr):
+        """Program (tile, s) sorts the tile's row blocks s, s + S, ... of BLOCK keys: a key's place
+        is its rank, the number of the tile's keys below it (keys are unique), counted against
+        the whole bucket CHUNK keys at a time; it writes the Gaussian index (the key's low word)
+        there. Slots the scatter pass left empty (past the tile's cursor) get id -1 and fall
+        outside the tile's range, which program (tile, 0) writes."""
+        t = tl.program_id(0)
+        s = tl.program_id(1)
+        n_s = tl.num_programs(1)
+        start = tl.load(buckets_ptr + t * 2)
+        end = tl.load(buckets_ptr + t * 2 + 1)
+        real = tl.minimum(tl.load(cursor_ptr + t), end)
+        if s == 0:
+            tl.store(ranges_ptr + t * 2, start)
+            tl.store(ranges_ptr + t * 2 + 1, real)
+        big = 0x7FFFFFFFFFFFFFFF
+        for r0 in range(start + s * BLOCK, end, n_s * BLOCK):
+            offs = r0 + tl.arange(0, BLOCK)
+            valid = offs < real
+            keys = tl.load(keys_ptr + offs, mask=valid, other=big)
+            rank = tl.zeros([BLOCK], tl.int32)
+            for c0 in range(start, real, CHUNK):
+                co = c0 + tl.arange(0, CHUNK)
+                other = tl.load(keys_ptr + co, mask=co < real, other=big)
+                rank += tl.sum((other[None, :] < keys[:, None]).to(tl.int32), axis=1)
+            tl.store(ids_ptr + start + rank, keys.to(tl.int32), mask=valid)  # the low word
+            tl.store(ids_ptr + offs, tl.full([BLOCK], -1, tl.int32), mask=(offs >= real) & (offs < end))
 
     @triton.jit
     def _block_sort_kernel(keys_ptr, ranges_ptr, block_tile_ptr, block_start_ptr, BLOCK: tl.constexpr):
@@ -205,16 +267,12 @@ if HAS_TRITON:
         tl.store(keys_ptr + start + rank, keys, mask=m)
 
     @triton.jit
-    def _merge_kernel(src_ptr, dst_ptr, seg_start_ptr, seg_end_ptr, longest_ptr, M, run, steps, BLOCK: tl.constexpr):
+    def _merge_kernel(src_ptr, dst_ptr, seg_start_ptr, seg_end_ptr, M, run, steps, BLOCK: tl.constexpr):
         """One merge pass: each key moves to (its index in its run + its rank in the partner run).
 
         Runs of length `run` inside one tile's segment are merged pairwise. Keys are unique, so
-        the rank (number of partner keys below it) places every key exactly once. The longest
-        segment's length stays on the device: once `run` reaches it every tile is one run, and
-        the pass does nothing (writes nothing), so the host need not know how many passes count.
+        the rank (number of partner keys below it) places every key exactly once.
         """
-        if run >= tl.load(longest_ptr):
-            return
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < M
         seg0 = tl.load(seg_start_ptr + offs, mask=m, other=0)
@@ -240,50 +298,81 @@ if HAS_TRITON:
         tl.store(dst_ptr + pair0 + (offs - own0) + rank, key, mask=m)
 
 
-# Key of an empty slot: its high word (0x7FFFFFFF, a NaN's bits) is above every visible depth's,
-# so sentinels sort to the end of their tile; its low word is the slot, so keys stay unique.
+# Key of an empty slot (merge path): its high word (0x7FFFFFFF, a NaN's bits) is above every
+# visible depth's, so sentinels sort to the end of their tile; its low word is the slot.
 SENTINEL_HI = 0x7FFFFFFF
 BIN_BLOCK = 128
+SCAN_BLOCK = 1024
 MERGE_BLOCK = 1024
+# per-tile rank sort: row blocks of RANK_BLOCK keys, counted against CHUNK keys at a time, at
+# most RANK_SPLIT programs per tile. Its work grows as a tile's length squared, so tiles longer
+# than RANK_MAX (none in the benchmarks' scenes) go the block sort + merge passes way instead.
+RANK_BLOCK = 128
+RANK_CHUNK = 32
+RANK_SPLIT = 64
+RANK_MAX = 16384
+# "rank" (default) or "merge": which per-tile sort `bin_tiles_triton` uses (benchmarks flip it)
+SORT = "rank"
 
 
 def bin_tiles_triton(means2d, radii, depths, width, height, conics=None, opacities=None):
     """Triton binning: same outputs as `bin_tiles_torch`.
 
-    One host synchronisation (reading the number of intersections, to size the key buffer);
-    every other size stays on the device. Should the scatter pass find fewer hits than the
-    count pass, the missing slots keep their sentinel keys: they sort last and each tile's
-    range ends before them (their ids read -1); surplus hits are never written.
+    Four launches and one host synchronisation on the common path: count hits per tile, one
+    program scans the counts (bucket starts, and the total and longest tile for the one host
+    read that sizes the key buffer), scatter 64-bit keys (depth bits << 32 | index) into the
+    buckets, then each tile sorts its bucket by rank and writes the Gaussian ids. Should the
+    scatter pass find fewer hits than the count pass, the tile's range ends at what it found
+    (the slots after it read -1); surplus hits are never written.
     """
     tiles_x, tiles_y = tile_grid(width, height)
     num_tiles = tiles_x * tiles_y
     dev = means2d.device
-    rect, _, depth_bits = _rects_and_keys(means2d, radii, depths, width, height)
-    rect = rect.int().contiguous()
-    n = rect.shape[0]
-    tile_counts = torch.zeros(num_tiles, device=dev, dtype=torch.int32)
+    n = means2d.shape[0]
+    means2d = means2d.detach().float().contiguous()
+    radii = radii.int().contiguous()
     cull = conics is not None and opacities is not None
-    gauss2d = [x.detach().float().contiguous() for x in (means2d, conics, opacities)] if cull else [rect, rect, rect]
+    gauss2d = [x.detach().float().contiguous() for x in (conics, opacities)] if cull else [means2d, means2d]
+    tile_counts = torch.zeros(num_tiles, device=dev, dtype=torch.int32)
     grid = (triton.cdiv(n, BIN_BLOCK),)
     if n:
-        _tile_count_kernel[grid](rect, *gauss2d, tile_counts, n, tiles_x, BLOCK=BIN_BLOCK, CULL=cull, num_warps=4)
-    end = torch.cumsum(tile_counts, 0, dtype=torch.int32)
-    start = end - tile_counts
-    buckets = torch.stack([start, end], dim=-1).contiguous()
-    total = int(end[-1]) if num_tiles else 0  # the one host synchronisation: sizes the key buffer
+        _tile_count_kernel[grid](means2d, radii, *gauss2d, tile_counts, n, tiles_x, tiles_y,
+                                 BLOCK=BIN_BLOCK, CULL=cull, num_warps=4)
+    buckets = torch.empty(num_tiles, 2, device=dev, dtype=torch.int32)
+    cursor = torch.empty(num_tiles, device=dev, dtype=torch.int32)
+    stats = torch.empty(2, device=dev, dtype=torch.int32)
+    _tile_scan_kernel[(1,)](tile_counts, buckets, cursor, stats, num_tiles, BLOCK=SCAN_BLOCK, num_warps=4)
+    total, longest = stats.tolist()  # the one host synchronisation: sizes the key buffer
     if total == 0:
         return torch.zeros(0, device=dev, dtype=torch.int32), buckets
-    keys = (SENTINEL_HI << 32) | torch.arange(total, device=dev, dtype=torch.int64)
-    cursor = start.clone()
+    merge = SORT == "merge" or longest > RANK_MAX
+    if merge:
+        keys = (SENTINEL_HI << 32) | torch.arange(total, device=dev, dtype=torch.int64)
+    else:
+        keys = torch.empty(total, device=dev, dtype=torch.int64)
+    depths = depths.detach().float().contiguous()
     _tile_scatter_kernel[grid](
-        rect, *gauss2d, depth_bits.int().contiguous(), cursor, buckets, keys, n, tiles_x,
+        means2d, radii, *gauss2d, depths, cursor, buckets, keys, n, tiles_x, tiles_y,
         BLOCK=BIN_BLOCK, CULL=cull, num_warps=4,
     )
+    if merge:
+        return _sort_by_merges(keys, buckets, cursor, tile_counts, total, longest, num_tiles)
+    isect_ids = torch.empty(total, device=dev, dtype=torch.int32)
+    tile_ranges = torch.empty(num_tiles, 2, device=dev, dtype=torch.int32)
+    split = max(1, min(RANK_SPLIT, triton.cdiv(longest, RANK_BLOCK)))
+    _tile_rank_sort_kernel[(num_tiles, split)](keys, buckets, cursor, isect_ids, tile_ranges,
+                                               BLOCK=RANK_BLOCK, CHUNK=RANK_CHUNK, num_warps=4)
+    return isect_ids, tile_ranges
+
+
+def _sort_by_merges(keys, buckets, cursor, tile_counts, total, longest, num_tiles):
+    """The other per-tile sort: blocks of SORT_BLOCK keys sorted by rank, then merged pairwise
+    (one pass per doubling of the run, as many as the longest tile needs) until each tile is one
+    run. Work n log n, but a dozen torch ops and a launch per pass."""
+    dev = keys.device
+    start, end = buckets[:, 0], buckets[:, 1]
     # what each tile's bucket really holds (the whole bucket unless the passes disagreed)
     tile_ranges = torch.stack([start, torch.minimum(cursor, end)], dim=-1).contiguous()
-
-    # sort each bucket: blocks of SORT_BLOCK first. Their number is bounded on the host (each
-    # non-empty tile adds at most one partial block); blocks past the real ones sort nothing.
     blocks_per_tile = (tile_counts + SORT_BLOCK - 1) // SORT_BLOCK
     blocks_end = torch.cumsum(blocks_per_tile, 0)
     n_blocks = total // SORT_BLOCK + min(num_tiles, total)
@@ -292,30 +381,20 @@ def bin_tiles_triton(means2d, radii, depths, width, height, conics=None, opaciti
     block_start = start[block_tile] + (block - (blocks_end - blocks_per_tile)[block_tile]) * SORT_BLOCK
     block_start = torch.where(block < blocks_end[-1], block_start, total).int()
     _block_sort_kernel[(n_blocks,)](keys, buckets, block_tile.int(), block_start, BLOCK=SORT_BLOCK, num_warps=4)
-
-    # then merge runs pairwise inside each bucket until every tile is one run. A tile holds each
-    # Gaussian at most once, so min(total, n) bounds the longest bucket on the host; passes
-    # beyond the true longest (kept on the device) do nothing, and the result is in `keys` or
-    # `other` by the parity of the passes that did work.
-    bound = min(total, n)
-    if bound > SORT_BLOCK:
-        longest = tile_counts.max().reshape(1)
+    if longest > SORT_BLOCK:
         tile_of = torch.repeat_interleave(torch.arange(num_tiles, device=dev), tile_counts, output_size=total)
         seg_start = start[tile_of].contiguous()
         seg_end = end[tile_of].contiguous()
-        buf_a, buf_b = keys, torch.empty_like(keys)
-        src, dst = buf_a, buf_b
-        run, worked = SORT_BLOCK, torch.zeros((), device=dev, dtype=torch.int32)
-        while run < bound:
+        src, dst = keys, torch.empty_like(keys)
+        run = SORT_BLOCK
+        while run < longest:
             _merge_kernel[(triton.cdiv(total, MERGE_BLOCK),)](
-                src, dst, seg_start, seg_end, longest, total, run, max(1, run.bit_length()),
+                src, dst, seg_start, seg_end, total, run, max(1, run.bit_length()),
                 BLOCK=MERGE_BLOCK, num_warps=4,
             )
-            worked += (longest[0] > run).int()
             src, dst = dst, src
             run *= 2
-        # after w working passes the sorted keys are in the first buffer if w is even
-        keys = torch.where(worked % 2 == 0, buf_a, buf_b)
+        keys = src
     isect_ids = torch.where((keys >> 32) == SENTINEL_HI, -1, keys & 0xFFFFFFFF).int()
     return isect_ids, tile_ranges
 
@@ -338,12 +417,17 @@ def gpu_launches():
     from ._backend import Launch
 
     i32 = "*i32"
+    front = {"radii_ptr": i32}
     return [
-        Launch("_tile_count_kernel", {"BLOCK": BIN_BLOCK, "CULL": True}, 4, {"rect_ptr": i32, "tile_counts_ptr": i32}),
+        Launch("_tile_count_kernel", {"BLOCK": BIN_BLOCK, "CULL": True}, 4, {**front, "tile_counts_ptr": i32}),
+        Launch("_tile_scan_kernel", {"BLOCK": SCAN_BLOCK}, 4,
+               {"counts_ptr": i32, "buckets_ptr": i32, "cursor_ptr": i32, "stats_ptr": i32}),
         Launch("_tile_scatter_kernel", {"BLOCK": BIN_BLOCK, "CULL": True}, 4,
-               {"rect_ptr": i32, "depth_bits_ptr": i32, "cursor_ptr": i32, "ranges_ptr": i32, "keys_ptr": "*i64"}),
+               {**front, "cursor_ptr": i32, "ranges_ptr": i32, "keys_ptr": "*i64"}),
+        Launch("_tile_rank_sort_kernel", {"BLOCK": RANK_BLOCK, "CHUNK": RANK_CHUNK}, 4,
+               {"keys_ptr": "*i64", "buckets_ptr": i32, "cursor_ptr": i32, "ids_ptr": i32, "ranges_ptr": i32}),
         Launch("_block_sort_kernel", {"BLOCK": SORT_BLOCK}, 4,
                {"keys_ptr": "*i64", "ranges_ptr": i32, "block_tile_ptr": i32, "block_start_ptr": i32}),
         Launch("_merge_kernel", {"BLOCK": MERGE_BLOCK}, 4,
-               {"src_ptr": "*i64", "dst_ptr": "*i64", "seg_start_ptr": i32, "seg_end_ptr": i32, "longest_ptr": i32}),
+               {"src_ptr": "*i64", "dst_ptr": "*i64", "seg_start_ptr": i32, "seg_end_ptr": i32}),
     ]

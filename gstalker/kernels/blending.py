@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ._backend import HAS_TRITON
+from ._backend import HAS_TRITON, interpreting
 from .projection import TILE, tile_grid
 
 ALPHA_MAX = 0.99
@@ -195,15 +195,47 @@ def blend_torch(means2d, conics, opacities, colors, background, isect_ids, tile_
     return _BlendTorch.apply(means2d, conics, opacities, colors, background, isect_ids, tile_ranges, width, height)
 
 
-# Launch shape on CUDA, in one place (the launch code and benchmarks/kernel_resources.py read it):
-# one program per 16x16 tile, one pixel per lane (8 warps of 32 lanes; warp r holds tile rows
-# 2r and 2r + 1), the tile's list walked one Gaussian at a time in batches of BLEND_BATCH (the
-# torch backend's batch, so both group the transmittance products alike) with a whole-tile
-# "all stopped?" test between batches. Channels go in groups of at most BLEND_CHANNELS per
-# launch, so the per-pixel state stays a fixed handful of registers whatever C is.
-BLEND_WARPS = 8
+# Launch shape on CUDA, in one place (the launch code and benchmarks/kernel_resources.py read it).
+# A 16x16 tile is 8 rows of 32 lanes (row r holds tile rows 2r and 2r + 1). Each program takes
+# BLEND_ROWS of them with BLEND_WARPS warps: (8, 8) is one program per tile (a warp per row);
+# (ROWS, 1) is 8 / ROWS programs per tile of one warp each, ROWS pixels per lane. Every program
+# walks its tile's whole list one Gaussian at a time in batches of BLEND_BATCH (the torch
+# backend's batch, so both group the transmittance products alike), and stops once all of its
+# own pixels have. With BLEND_SKIP a Gaussian that reaches none of the program's pixels costs
+# only its alpha test (no colour or gradient work, no reductions, no atomics): exact, since it
+# would add zeros. With BLEND_PREFETCH the next Gaussian's parameters (and the one after's id)
+# are loaded while the current one is blended, so the dependent loads id -> parameters are not
+# waited for on every step. Channels go in groups of at most BLEND_CHANNELS per launch, so the
+# per-pixel state stays a fixed handful of registers whatever C is.
+BLEND_ROWS = 2
+BLEND_WARPS = 1
+BLEND_SKIP = True
+BLEND_PREFETCH = True
 BLEND_BATCH = TORCH_BATCH
 BLEND_CHANNELS = 4
+# the (ROWS, WARPS, SKIP, PREFETCH) shapes the kernels accept; the first is the original one
+BLEND_SHAPES = ((8, 8, False, False), (8, 8, True, True), (4, 4, True, True), (2, 1, True, True),
+                (1, 1, True, True), (1, 1, True, False), (2, 1, True, False))
+
+
+# The interpreter runs programs one after another, each op costing the same whatever its size:
+# there the default shape runs as one program per tile (same pixels, same arithmetic, same
+# results; tests of every shape set BLEND_INTERPRETER_WHOLE_TILE = False).
+BLEND_INTERPRETER_WHOLE_TILE = True
+_DEFAULT_SHAPE = (BLEND_ROWS, BLEND_WARPS, BLEND_SKIP, BLEND_PREFETCH)
+
+
+def blend_shape():
+    """(rows, warps, skip, prefetch) of the blending programs as launched now."""
+    shape = (BLEND_ROWS, BLEND_WARPS, BLEND_SKIP, BLEND_PREFETCH)
+    if BLEND_INTERPRETER_WHOLE_TILE and shape == _DEFAULT_SHAPE and interpreting():
+        return (8, 8, BLEND_SKIP, BLEND_PREFETCH)
+    return shape
+
+
+def _check_shape(rows, warps):
+    if rows not in (1, 2, 4, 8) or not (warps == 1 or warps == rows):
+        raise ValueError(f"blend program shape: rows in 1, 2, 4, 8 and warps 1 or = rows, got ({rows}, {warps})")
 
 
 def _channel_groups(C: int):
@@ -212,13 +244,19 @@ def _channel_groups(C: int):
 
 
 def gpu_launches():
-    """The blending launches as made on CUDA for RGB (see `_backend.Launch`)."""
+    """The blending launches as made on CUDA for RGB (see `_backend.Launch`): the default shape,
+    then the other shapes gpu_stages.py compares."""
     from ._backend import Launch
 
     types = {"ranges_ptr": "*i32", "isect_ptr": "*i32"}
-    consts = {"CG": 3, "BATCH": BLEND_BATCH}
-    return [Launch("_blend_fwd_kernel", consts, BLEND_WARPS, types),
-            Launch("_blend_bwd_kernel", {**consts, "FIRST": True}, BLEND_WARPS, types)]
+    out = []
+    shapes = [blend_shape()] + [s for s in BLEND_SHAPES if s != blend_shape()]
+    for i, (rows, warps, skip, pre) in enumerate(shapes):
+        consts = {"CG": 3, "BATCH": BLEND_BATCH, "ROWS": rows, "ONE_WARP": warps == 1, "SKIP": skip, "PREFETCH": pre}
+        note = "" if i == 0 else "alternative shape"
+        out += [Launch("_blend_fwd_kernel", consts, warps, types, note),
+                Launch("_blend_bwd_kernel", {**consts, "FIRST": True}, warps, types, note)]
+    return out
 
 
 if HAS_TRITON:
@@ -226,10 +264,13 @@ if HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
-    def _tile_setup(ranges_ptr, width, height, tiles_x):
-        """The tile's pixels as [8, 32] tensors (row r: tile rows 2r, 2r + 1) and its list's range."""
-        tile = tl.program_id(0)
-        p = tl.arange(0, 8)[:, None] * 32 + tl.arange(0, 32)[None, :]
+    def _tile_setup(ranges_ptr, width, height, tiles_x, ROWS: tl.constexpr):
+        """The program's pixels as [ROWS, 32] tensors (row r: tile rows 2r, 2r + 1 of its share)
+        and its tile's list range."""
+        pid = tl.program_id(0)
+        tile = pid // (8 // ROWS)
+        part = pid % (8 // ROWS)
+        p = part * (ROWS * 32) + tl.arange(0, ROWS)[:, None] * 32 + tl.arange(0, 32)[None, :]
         row = (tile // tiles_x) * 16 + p // 16
         col = (tile % tiles_x) * 16 + p % 16
         inside = (row < height) & (col < width)
@@ -238,16 +279,32 @@ if HAS_TRITON:
         return col.to(tl.float32) + 0.5, row.to(tl.float32) + 0.5, inside, row * width + col, start, end
 
     @triton.jit
-    def _gaussian(isect_ptr, means2d_ptr, conics_ptr, opac_ptr, k):
-        """Scalars of the k-th Gaussian of the list (the same address in every lane: one broadcast load)."""
-        gid = tl.load(isect_ptr + k)
+    def _params(means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid, C, c0, CG: tl.constexpr):
+        """Scalars of Gaussian `gid` (the same address in every lane: one broadcast load each)."""
         mx = tl.load(means2d_ptr + gid * 2)
         my = tl.load(means2d_ptr + gid * 2 + 1)
         ca = tl.load(conics_ptr + gid * 3)
         cb = tl.load(conics_ptr + gid * 3 + 1)
         cc = tl.load(conics_ptr + gid * 3 + 2)
         op = tl.load(opac_ptr + gid)
-        return gid, mx, my, ca, cb, cc, op
+        cptr = colors_ptr + gid * C + c0
+        col0 = tl.load(cptr)
+        col1 = col0 * 0.0
+        col2 = col1
+        col3 = col1
+        if CG > 1:
+            col1 = tl.load(cptr + 1)
+        if CG > 2:
+            col2 = tl.load(cptr + 2)
+        if CG > 3:
+            col3 = tl.load(cptr + 3)
+        return mx, my, ca, cb, cc, op, col0, col1, col2, col3
+
+    @triton.jit
+    def _list_id(isect_ptr, k, end):
+        """The k-th id of the list, or the last one's past its end (prefetches read no further);
+        an empty tile's read lands on a neighbour's slot, whose id (maybe -1) is never blended."""
+        return tl.maximum(tl.load(isect_ptr + tl.maximum(tl.minimum(k, end - 1), 0)), 0)
 
     @triton.jit
     def _alpha(px, py, mx, my, ca, cb, cc, op, T_in, trans, done):
@@ -266,39 +323,61 @@ if HAS_TRITON:
         return dx, dy, g, raw, alpha, stop
 
     @triton.jit
+    def _any_positive(x, SKIP: tl.constexpr):
+        """Whether any of the program's pixels has x > 0 (always True without SKIP)."""
+        if SKIP:
+            return tl.max(tl.max(x, axis=1), axis=0) > 0.0
+        else:
+            return True
+
+    @triton.jit
     def _blend_fwd_kernel(
         ranges_ptr, isect_ptr, means2d_ptr, conics_ptr, opac_ptr, colors_ptr,
         color_out_ptr, T_out_ptr,
         width, height, tiles_x, C, c0,
-        CG: tl.constexpr, BATCH: tl.constexpr,
+        CG: tl.constexpr, BATCH: tl.constexpr, ROWS: tl.constexpr, ONE_WARP: tl.constexpr, SKIP: tl.constexpr,
+        PREFETCH: tl.constexpr,
     ):
-        """Channels c0 .. c0 + CG - 1 (CG <= 4) of one tile; colors [N, C], color_out [H, W, C]."""
-        px, py, inside, pix, start, end = _tile_setup(ranges_ptr, width, height, tiles_x)
-        T_in = tl.full([8, 32], 1.0, tl.float32)  # transmittance in front of the batch
+        """Channels c0 .. c0 + CG - 1 (CG <= 4) of one program's pixels; colors [N, C], color_out [H, W, C]."""
+        px, py, inside, pix, start, end = _tile_setup(ranges_ptr, width, height, tiles_x, ROWS)
+        T_in = tl.full([ROWS, 32], 1.0, tl.float32)  # transmittance in front of the batch
         trans = T_in  # product of (1 - alpha) over the batch so far
         done = tl.where(inside, 0, 1)
-        acc0 = tl.zeros([8, 32], tl.float32)
+        acc0 = tl.zeros([ROWS, 32], tl.float32)
         acc1 = acc0
         acc2 = acc0
         acc3 = acc0
+        # the Gaussian to blend next, and the id after it (PREFETCH)
+        gid_n = _list_id(isect_ptr, start + 1, end)
+        mx, my, ca, cb, cc, op, col0, col1, col2, col3 = _params(
+            means2d_ptr, conics_ptr, opac_ptr, colors_ptr, _list_id(isect_ptr, start, end), C, c0, CG)
         b0 = start
-        while (b0 < end) & (tl.min(done) == 0):
+        while (b0 < end) & (tl.min(tl.min(done, axis=1), axis=0) == 0):
             for k in range(b0, tl.minimum(b0 + BATCH, end)):
-                gid, mx, my, ca, cb, cc, op = _gaussian(isect_ptr, means2d_ptr, conics_ptr, opac_ptr, k)
+                if PREFETCH:
+                    nmx, nmy, nca, ncb, ncc, nop, ncol0, ncol1, ncol2, ncol3 = _params(
+                        means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid_n, C, c0, CG)
+                    gid_n = _list_id(isect_ptr, k + 2, end)
+                else:
+                    mx, my, ca, cb, cc, op, col0, col1, col2, col3 = _params(
+                        means2d_ptr, conics_ptr, opac_ptr, colors_ptr, _list_id(isect_ptr, k, end), C, c0, CG)
                 dx, dy, g, raw, alpha, stop = _alpha(px, py, mx, my, ca, cb, cc, op, T_in, trans, done)
-                w = alpha * (T_in * trans)
-                trans = trans * (1.0 - alpha)
                 done = done | stop.to(tl.int32)
-                cptr = colors_ptr + gid * C + c0
-                acc0 += w * tl.load(cptr)
-                if CG > 1:
-                    acc1 += w * tl.load(cptr + 1)
-                if CG > 2:
-                    acc2 += w * tl.load(cptr + 2)
-                if CG > 3:
-                    acc3 += w * tl.load(cptr + 3)
+                if _any_positive(alpha, SKIP):
+                    w = alpha * (T_in * trans)
+                    trans = trans * (1.0 - alpha)
+                    acc0 += w * col0
+                    if CG > 1:
+                        acc1 += w * col1
+                    if CG > 2:
+                        acc2 += w * col2
+                    if CG > 3:
+                        acc3 += w * col3
+                if PREFETCH:
+                    mx, my, ca, cb, cc, op = nmx, nmy, nca, ncb, ncc, nop
+                    col0, col1, col2, col3 = ncol0, ncol1, ncol2, ncol3
             T_in = T_in * trans
-            trans = tl.full([8, 32], 1.0, tl.float32)
+            trans = tl.full([ROWS, 32], 1.0, tl.float32)
             b0 += BATCH
         out = color_out_ptr + pix * C + c0
         tl.store(out, acc0, mask=inside)
@@ -311,12 +390,16 @@ if HAS_TRITON:
         tl.store(T_out_ptr + pix, T_in, mask=inside)
 
     @triton.jit
-    def _warp_add(ptr, values, lane0):
-        """Adds the sum of each warp's 32 values ([8, 32]) at `ptr` with one atomic from the warp's
-        first lane: a shuffle reduction, no shared memory; skipped where a warp's sum is zero
-        (none of its pixels touched the Gaussian). Relaxed: only atomicity is needed."""
-        part = tl.sum(values, axis=1)[:, None] + tl.zeros_like(values)
-        tl.atomic_add(ptr + tl.zeros_like(lane0.to(tl.int32)), part, mask=lane0 & (part != 0.0), sem="relaxed")
+    def _prog_add(ptr, values, lead, ONE_WARP: tl.constexpr):
+        """Adds the sum of `values` ([ROWS, 32]) at `ptr` with few atomics: one warp sums all
+        its values with shuffles and one lane adds them (ONE_WARP); otherwise each row is a warp
+        and adds its own sum. Skipped where the sum is zero (no pixel touched the Gaussian).
+        Relaxed: only atomicity is needed."""
+        if ONE_WARP:
+            part = tl.sum(tl.sum(values, axis=1), axis=0) + tl.zeros_like(values)
+        else:
+            part = tl.sum(values, axis=1)[:, None] + tl.zeros_like(values)
+        tl.atomic_add(ptr + tl.zeros_like(lead.to(tl.int32)), part, mask=lead & (part != 0.0), sem="relaxed")
 
     @triton.jit
     def _blend_bwd_kernel(
@@ -324,25 +407,27 @@ if HAS_TRITON:
         color_ptr, T_final_ptr, bg_ptr, g_image_ptr, g_alpha_ptr,
         g_means2d_ptr, g_conics_ptr, g_opac_ptr, g_colors_ptr,
         width, height, tiles_x, C, c0,
-        CG: tl.constexpr, BATCH: tl.constexpr, FIRST: tl.constexpr,
+        CG: tl.constexpr, BATCH: tl.constexpr, FIRST: tl.constexpr, ROWS: tl.constexpr, ONE_WARP: tl.constexpr,
+        SKIP: tl.constexpr, PREFETCH: tl.constexpr,
     ):
-        """Gradients through channels c0 .. c0 + CG - 1 of one tile. The alpha gradient is linear in
-        the channels' terms, so each channel group adds its share; FIRST adds the alpha output's.
+        """Gradients through channels c0 .. c0 + CG - 1 of one program's pixels. The alpha gradient
+        is linear in the channels' terms, so each channel group adds its share; FIRST adds the
+        alpha output's.
 
         Walks front to back recomputing the forward's transmittances exactly (no division of
         T_final, so no drift on long lists); the colour behind Gaussian i is the pixel's final
         colour (background included) minus what the walk laid down up to i."""
-        px, py, inside, pix, start, end = _tile_setup(ranges_ptr, width, height, tiles_x)
+        px, py, inside, pix, start, end = _tile_setup(ranges_ptr, width, height, tiles_x, ROWS)
         T_final = tl.load(T_final_ptr + pix, mask=inside, other=1.0)
         if FIRST:
             gaT = tl.load(g_alpha_ptr + pix, mask=inside, other=0.0) * T_final
         else:
-            gaT = tl.zeros([8, 32], tl.float32)
+            gaT = tl.zeros([ROWS, 32], tl.float32)
         img = g_image_ptr + pix * C + c0
         tot = color_ptr + pix * C + c0
         gi0 = tl.load(img, mask=inside, other=0.0)
         behind0 = tl.load(tot, mask=inside, other=0.0) + T_final * tl.load(bg_ptr + c0)
-        gi1 = tl.zeros([8, 32], tl.float32)
+        gi1 = tl.zeros([ROWS, 32], tl.float32)
         gi2 = gi1
         gi3 = gi1
         behind1 = gi1
@@ -357,51 +442,66 @@ if HAS_TRITON:
         if CG > 3:
             gi3 = tl.load(img + 3, mask=inside, other=0.0)
             behind3 = tl.load(tot + 3, mask=inside, other=0.0) + T_final * tl.load(bg_ptr + c0 + 3)
-        lane0 = (tl.arange(0, 32) == 0)[None, :] & (tl.arange(0, 8) >= 0)[:, None]
-        T_in = tl.full([8, 32], 1.0, tl.float32)
+        if ONE_WARP:
+            lead = (tl.arange(0, 32) == 0)[None, :] & (tl.arange(0, ROWS) == 0)[:, None]
+        else:
+            lead = (tl.arange(0, 32) == 0)[None, :] & (tl.arange(0, ROWS) >= 0)[:, None]
+        T_in = tl.full([ROWS, 32], 1.0, tl.float32)
         trans = T_in
         done = tl.where(inside, 0, 1)
+        gid = _list_id(isect_ptr, start, end)
+        gid_n = _list_id(isect_ptr, start + 1, end)
+        mx, my, ca, cb, cc, op, col0, col1, col2, col3 = _params(
+            means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid, C, c0, CG)
         b0 = start
-        while (b0 < end) & (tl.min(done) == 0):
+        while (b0 < end) & (tl.min(tl.min(done, axis=1), axis=0) == 0):
             for k in range(b0, tl.minimum(b0 + BATCH, end)):
-                gid, mx, my, ca, cb, cc, op = _gaussian(isect_ptr, means2d_ptr, conics_ptr, opac_ptr, k)
+                if PREFETCH:
+                    nmx, nmy, nca, ncb, ncc, nop, ncol0, ncol1, ncol2, ncol3 = _params(
+                        means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid_n, C, c0, CG)
+                    gid_nn = _list_id(isect_ptr, k + 2, end)
+                else:
+                    gid = _list_id(isect_ptr, k, end)
+                    mx, my, ca, cb, cc, op, col0, col1, col2, col3 = _params(
+                        means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid, C, c0, CG)
                 dx, dy, g, raw, alpha, stop = _alpha(px, py, mx, my, ca, cb, cc, op, T_in, trans, done)
-                T_before = T_in * trans
-                w = alpha * T_before
-                inv = 1.0 / (1.0 - alpha)
-                trans = trans * (1.0 - alpha)
                 done = done | stop.to(tl.int32)
-                cptr = colors_ptr + gid * C + c0
-                gcptr = g_colors_ptr + gid * C + c0
-                col = tl.load(cptr)
-                behind0 -= w * col
-                g_a = gaT * inv + gi0 * (T_before * col - behind0 * inv)
-                _warp_add(gcptr, gi0 * w, lane0)
-                if CG > 1:
-                    col = tl.load(cptr + 1)
-                    behind1 -= w * col
-                    g_a += gi1 * (T_before * col - behind1 * inv)
-                    _warp_add(gcptr + 1, gi1 * w, lane0)
-                if CG > 2:
-                    col = tl.load(cptr + 2)
-                    behind2 -= w * col
-                    g_a += gi2 * (T_before * col - behind2 * inv)
-                    _warp_add(gcptr + 2, gi2 * w, lane0)
-                if CG > 3:
-                    col = tl.load(cptr + 3)
-                    behind3 -= w * col
-                    g_a += gi3 * (T_before * col - behind3 * inv)
-                    _warp_add(gcptr + 3, gi3 * w, lane0)
-                g_a = tl.where((alpha > 0.0) & (raw < 0.99), g_a, 0.0)
-                g_power = g_a * raw
-                _warp_add(g_means2d_ptr + gid * 2, g_power * (ca * dx + cb * dy), lane0)
-                _warp_add(g_means2d_ptr + gid * 2 + 1, g_power * (cb * dx + cc * dy), lane0)
-                _warp_add(g_conics_ptr + gid * 3, -0.5 * g_power * dx * dx, lane0)
-                _warp_add(g_conics_ptr + gid * 3 + 1, -g_power * dx * dy, lane0)
-                _warp_add(g_conics_ptr + gid * 3 + 2, -0.5 * g_power * dy * dy, lane0)
-                _warp_add(g_opac_ptr + gid, g_a * g, lane0)
+                if _any_positive(alpha, SKIP):
+                    T_before = T_in * trans
+                    w = alpha * T_before
+                    inv = 1.0 / (1.0 - alpha)
+                    trans = trans * (1.0 - alpha)
+                    gcptr = g_colors_ptr + gid * C + c0
+                    behind0 -= w * col0
+                    g_a = gaT * inv + gi0 * (T_before * col0 - behind0 * inv)
+                    _prog_add(gcptr, gi0 * w, lead, ONE_WARP)
+                    if CG > 1:
+                        behind1 -= w * col1
+                        g_a += gi1 * (T_before * col1 - behind1 * inv)
+                        _prog_add(gcptr + 1, gi1 * w, lead, ONE_WARP)
+                    if CG > 2:
+                        behind2 -= w * col2
+                        g_a += gi2 * (T_before * col2 - behind2 * inv)
+                        _prog_add(gcptr + 2, gi2 * w, lead, ONE_WARP)
+                    if CG > 3:
+                        behind3 -= w * col3
+                        g_a += gi3 * (T_before * col3 - behind3 * inv)
+                        _prog_add(gcptr + 3, gi3 * w, lead, ONE_WARP)
+                    g_a = tl.where((alpha > 0.0) & (raw < 0.99), g_a, 0.0)
+                    g_power = g_a * raw
+                    _prog_add(g_means2d_ptr + gid * 2, g_power * (ca * dx + cb * dy), lead, ONE_WARP)
+                    _prog_add(g_means2d_ptr + gid * 2 + 1, g_power * (cb * dx + cc * dy), lead, ONE_WARP)
+                    _prog_add(g_conics_ptr + gid * 3, -0.5 * g_power * dx * dx, lead, ONE_WARP)
+                    _prog_add(g_conics_ptr + gid * 3 + 1, -g_power * dx * dy, lead, ONE_WARP)
+                    _prog_add(g_conics_ptr + gid * 3 + 2, -0.5 * g_power * dy * dy, lead, ONE_WARP)
+                    _prog_add(g_opac_ptr + gid, g_a * g, lead, ONE_WARP)
+                if PREFETCH:
+                    mx, my, ca, cb, cc, op = nmx, nmy, nca, ncb, ncc, nop
+                    col0, col1, col2, col3 = ncol0, ncol1, ncol2, ncol3
+                    gid = gid_n
+                    gid_n = gid_nn
             T_in = T_in * trans
-            trans = tl.full([8, 32], 1.0, tl.float32)
+            trans = tl.full([ROWS, 32], 1.0, tl.float32)
             b0 += BATCH
 
 
@@ -415,11 +515,14 @@ class _BlendTiles(torch.autograd.Function):
         dev = colors.device
         color = torch.zeros(height, width, C, device=dev, dtype=torch.float32)
         T_final = torch.ones(height, width, device=dev, dtype=torch.float32)
+        rows, warps, skip, pre = blend_shape()
+        _check_shape(rows, warps)
         if len(isect_ids):
             for c0, cg in _channel_groups(C):
-                _blend_fwd_kernel[(tiles_x * tiles_y,)](
+                _blend_fwd_kernel[(tiles_x * tiles_y * (8 // rows),)](
                     tile_ranges, isect_ids, means2d, conics, opacities, colors, color, T_final,
-                    width, height, tiles_x, C, c0, CG=cg, BATCH=BLEND_BATCH, num_warps=BLEND_WARPS,
+                    width, height, tiles_x, C, c0, CG=cg, BATCH=BLEND_BATCH, ROWS=rows, ONE_WARP=warps == 1, SKIP=skip,
+                    PREFETCH=pre, num_warps=warps,
                 )
         bg = torch.zeros(C, device=dev, dtype=torch.float32) if background is None else background
         ctx.save_for_backward(means2d, conics, opacities, colors, bg, isect_ids, tile_ranges, color, T_final)
@@ -440,13 +543,16 @@ class _BlendTiles(torch.autograd.Function):
         g_colors = torch.zeros_like(colors)
         g_image = g_image.contiguous()
         g_alpha = g_alpha.contiguous()
+        rows, warps, skip, pre = blend_shape()
+        _check_shape(rows, warps)
         if len(isect_ids):
             for c0, cg in _channel_groups(C):
-                _blend_bwd_kernel[(tiles_x * tiles_y,)](
+                _blend_bwd_kernel[(tiles_x * tiles_y * (8 // rows),)](
                     tile_ranges, isect_ids, means2d, conics, opacities, colors,
                     color, T_final, bg, g_image, g_alpha,
                     g_means2d, g_conics, g_opac, g_colors,
-                    width, height, tiles_x, C, c0, CG=cg, BATCH=BLEND_BATCH, FIRST=c0 == 0, num_warps=BLEND_WARPS,
+                    width, height, tiles_x, C, c0, CG=cg, BATCH=BLEND_BATCH, FIRST=c0 == 0, ROWS=rows,
+                    ONE_WARP=warps == 1, SKIP=skip, PREFETCH=pre, num_warps=warps,
                 )
         g_bg = (g_image * T_final[..., None]).sum((0, 1)) if ctx.has_bg else None
         return g_means2d, g_conics, g_opac, g_colors, g_bg, None, None, None, None
