@@ -165,8 +165,12 @@ class TrainData:
 
     def windows(self, i: int, att_window: int) -> torch.Tensor:
         """Audio windows of frame i's attention neighbours: [1, A, W, D]."""
-        idx = neighbour_index(torch.tensor([i]), self.num_frames, att_window)
-        return self.audio[idx.to(self.audio.device)]
+        if getattr(self, "_neighbours", None) is None or self._neighbours.shape[1] != att_window:
+            # every frame's neighbours, on the device once: a per-step host-to-device copy of the
+            # indices would wait for the GPU
+            self._neighbours = neighbour_index(torch.arange(self.num_frames), self.num_frames, att_window).to(
+                self.audio.device)
+        return self.audio[self._neighbours[i:i + 1]]
 
 
 def torso_space(viewmats: torch.Tensor, K: torch.Tensor, width: int, height: int):
@@ -289,6 +293,7 @@ class Trainer:
         self.step_count = 0
         self._history: list[list[float]] = []  # [step, loss, psnr]
         self._pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # not yet read back from the device
+        self._ndc_scales: dict[tuple[int, int], torch.Tensor] = {}
         self.lpips = LpipsLoss(settings.lpips, data.device, pretrained=lpips_pretrained)
 
     @property
@@ -428,7 +433,9 @@ class Trainer:
     def _density_stats(self, out, size, radius_scale: float = 1.0, parts=("head", "torso")):
         """3DGS's statistics from one rendered view of `size` (width, height) pixels; its radii
         count in training-frame pixels (`radius_scale` per view pixel) for the screen-size prune."""
-        scale = torch.tensor([size[0] / 2, size[1] / 2], device=self.data.device)
+        scale = self._ndc_scales.get(size)
+        if scale is None:  # made once per view size: a per-step copy to the GPU would wait for it
+            scale = self._ndc_scales[size] = torch.tensor([size[0] / 2, size[1] / 2], device=self.data.device)
         for part in parts:
             meta = out[f"{part}_meta"]
             grad = meta["means2d"].grad

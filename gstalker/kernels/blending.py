@@ -206,8 +206,10 @@ def blend_torch(means2d, conics, opacities, colors, background, isect_ids, tile_
 # would add zeros. With BLEND_PREFETCH the next Gaussian's parameters (and the one after's id)
 # are loaded while the current one is blended, so the dependent loads id -> parameters are not
 # waited for on every step. Channels go in groups of at most BLEND_CHANNELS per launch, so the
-# per-pixel state stays a fixed handful of registers whatever C is.
-BLEND_ROWS = 2
+# per-pixel state stays a fixed handful of registers whatever C is. (1, 1) measured fastest or
+# near it on every scene of benchmarks/gpu_stages.py's A/B (H200, docs/benchmarks.md), and agrees
+# with the one-program-per-tile shape to 1e-7 where (2, 1) differed by 6e-4.
+BLEND_ROWS = 1
 BLEND_WARPS = 1
 BLEND_SKIP = True
 BLEND_PREFETCH = True
