@@ -297,6 +297,23 @@ class Talker:
         for k in range(codes.shape[0]):
             yield self._frame(k, codes[k], poses)
 
+    def _original_audio(self, audio, sample_rate: int | None):
+        """The speech as given, for the video's audio track: ([channels, samples] float32, rate, layout)."""
+        import numpy as np
+
+        from .audio import SAMPLE_RATE, AudioError, load_audio_track
+
+        if isinstance(audio, (str, os.PathLike)):
+            try:
+                return load_audio_track(audio)
+            except AudioError as e:
+                raise GstalkerError(str(e)) from None
+        track = np.asarray(audio.cpu() if hasattr(audio, "cpu") else audio, dtype=np.float32)
+        if track.ndim == 2 and track.shape[0] > track.shape[1]:  # [samples, channels]
+            track = track.T
+        track = track.reshape(1, -1) if track.ndim == 1 else track
+        return np.clip(track, -1.0, 1.0), sample_rate or SAMPLE_RATE, None
+
     def stream(self, chunks, poses: str = "playback"):
         """Yield [H, W, 3] uint8 frames while speech arrives: `chunks` is an iterable of 16 kHz mono
         float arrays [n] of any length (e.g. 20-100 ms from a microphone). Frame k is yielded as
@@ -349,7 +366,10 @@ class Talker:
         codes = self.codes(wave)
         H, W = self.size
         frames = [] if out is None else None
-        writer = None if out is None else Mp4Writer(out, W, H, audio=wave, sample_rate=SAMPLE_RATE, crf=crf)
+        writer = None
+        if out is not None:  # the speech itself in the mp4 (its rate and channels), not the 16 kHz mono copy
+            track, rate, layout = self._original_audio(audio, sample_rate)
+            writer = Mp4Writer(out, W, H, audio=track, sample_rate=rate, crf=crf, layout=layout)
         render_time = 0.0
         try:
             with Progress(progress) as bars:
