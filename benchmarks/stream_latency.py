@@ -5,6 +5,7 @@ frames per second sustained.
 
     python benchmarks/stream_latency.py --model subject.safetensors   # a trained model
     python benchmarks/stream_latency.py --quick                       # a 128x128 stand-in, 4 s of speech
+    python benchmarks/stream_latency.py --clients 1 4                 # + serve's sessions, 1 and 4 at once (default)
 
 The stream never drops frames, so when rendering is slower than real time the latency grows
 with the speech's length (the last row says so); `gstalker serve` drops late frames instead.
@@ -62,6 +63,39 @@ def measure(talker, wave: np.ndarray, chunk: int = 320):
     return np.array(lat), np.array(comp), fps
 
 
+def measure_sessions(talker, wave: np.ndarray, clients: int, delay_ms: float | None = None):
+    """`gstalker serve`'s per-client path without the network: `clients` LiveSessions at once,
+    each fed the speech in real time (20 ms chunks), rendering and encoding (PNG up to 256 px,
+    JPEG above) unless a frame is late, dropping it then. Returns per-client rows:
+    (rendered, dropped, frames/s over the speech's duration, median and p95 latency ms)."""
+    import asyncio
+
+    from gstalker.serve import CHUNK, LiveSession
+
+    delay_s = ((delay_ms if delay_ms is not None else talker.stream_latency_ms + 240.0)) / 1000
+
+    async def one():
+        async def sink(k, latency, image):
+            pass
+
+        session = LiveSession(talker, "playback", delay_s, sink)
+        renderer = asyncio.create_task(session.run())
+        t0 = time.perf_counter()
+        for i in range(0, len(wave), CHUNK):
+            await asyncio.sleep(max(0.0, t0 + (i + CHUNK) / 16000 - time.perf_counter()))
+            session.push(wave[i:i + CHUNK])
+        session.finish()
+        await renderer
+        span = time.perf_counter() - t0
+        lat = session.latencies or [float("nan")]
+        return session.rendered, session.dropped, session.rendered / span, float(np.median(lat)), float(np.percentile(lat, 95))
+
+    async def all_clients():
+        return await asyncio.gather(*[one() for _ in range(clients)])
+
+    return asyncio.run(all_clients())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
@@ -70,6 +104,8 @@ def main():
     parser.add_argument("--audio", type=Path, default=MEDIA / "retalking_audio1.wav")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--chunk-ms", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, nargs="*", default=[1, 4],
+                        help="also measure serve's sessions (frame dropping) with these numbers of clients")
     args = parser.parse_args()
     import gstalker
     from gstalker.api import Talker
@@ -102,6 +138,16 @@ def main():
     print_table(["model", "size", "chunks", "frames", "look-ahead ms", "compute ms (median)",
                  "latency ms (median)", "latency ms (p95)", "latency first -> last quarter", "frames/s"],
                 rows, "Streaming latency (chunk arrival to frame)")
+    rows = []
+    for n in args.clients:
+        res = measure_sessions(talker, wave, n)
+        rows.append([what, f"{W}x{H}", n, f"{np.mean([r[2] for r in res]):.1f}", f"{sum(r[2] for r in res):.1f}",
+                     f"{np.mean([r[1] / (r[0] + r[1]) for r in res]) * 100:.0f}%",
+                     f"{np.median([r[3] for r in res]):.0f}", f"{np.max([r[4] for r in res]):.0f}"])
+    if rows:
+        print_table(["model", "size", "clients", "frames/s per client", "frames/s all", "dropped",
+                     "latency ms (median)", "latency ms (p95, worst client)"], rows,
+                    "gstalker serve's sessions (real-time speech, late frames dropped; PNG/JPEG encoding included)")
 
 
 if __name__ == "__main__":
