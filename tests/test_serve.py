@@ -132,3 +132,34 @@ def test_serve_command_bad_input(talker, tmp_path):
 
     one_line_error(runner.invoke(app, ["serve", str(tmp_path / "none.safetensors"), "--port", str(free_port())]),
                    "none.safetensors")
+
+
+def test_the_microphone_path(server):
+    """48 kHz float32 PCM in 20 ms messages, as the page's microphone sends it, then stop: frames
+    come while it streams, all of them accounted for at the end."""
+    from websockets.sync.client import connect
+
+    rate, seconds = 48000, 1.6
+    t = np.arange(int(rate * seconds)) / rate
+    pcm = (0.3 * np.clip(np.sin(2 * np.pi * 2 * t), 0, None) * np.sign(np.sin(2 * np.pi * 140 * t))).astype("<f4")
+    frames, messages = [], []
+    with connect(server.url.replace("http", "ws") + "/ws", max_size=None, open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+        ws.send(json.dumps({"type": "mic", "rate": rate, "poses": "still"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "start"
+        for i in range(0, len(pcm), 960):
+            ws.send(pcm[i:i + 960].tobytes())
+            time.sleep(0.02)
+        ws.send(json.dumps({"type": "stop"}))
+        for _ in range(500):  # bounded
+            m = ws.recv(timeout=30)
+            if isinstance(m, bytes):
+                frames.append(struct.unpack("<I", m[1:5])[0])
+            else:
+                messages.append(json.loads(m))
+                if messages[-1]["type"] in ("end", "error"):
+                    break
+    end = messages[-1]
+    assert end["type"] == "end", messages
+    assert frames == sorted(set(frames)) and end["rendered"] == len(frames)
+    assert end["rendered"] + end["dropped"] == round(seconds * 25), end
