@@ -13,7 +13,10 @@ ended. Here both are running estimates, the same statistic over the audio receiv
 
 On the last frame of a file both equal the offline values, and with them the formula is the
 offline one: (max(L, Lmax - 8) + 2 log10 G + 4) / 4. Earlier frames see the prefix's values, which
-settle within the first seconds of speech. Preprocessing keeps the offline features (models being
+settle within the first seconds of speech (on a 5 s clip the mean feature difference is 0.05 in
+the first second, 0.01 by the fourth). Like the whole-file statistic, the running gain moves
+during long silences as quiet blocks enter the louder half (after 2.6 s of speech, 2 s of
+silence move the smoke model's codes ~25x less per frame than the speech did). Preprocessing keeps the offline features (models being
 trained now are unchanged); only inference moved to the running definition.
 
 Every quantity is computed in fixed units (one feature frame, one video frame) in one order,
