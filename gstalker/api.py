@@ -188,6 +188,7 @@ class Talker:
     talker.speak("speech.wav", out="out.mp4")     # writes the video (audio muxed in)
     frames = talker.speak(wave, sample_rate=16000)  # or returns [T, H, W, 3] uint8
     for frame in talker.frames("speech.wav"): ...   # one [H, W, 3] uint8 frame at a time
+    for frame in talker.stream(mic_chunks): ...     # live: 16 kHz chunks in, frames out as they complete
     """
 
     fps = 25
@@ -234,6 +235,9 @@ class Talker:
         """16 kHz speech -> smoothed audio codes [T, code_dim], one per 25 fps frame."""
         from .audio import SAMPLE_RATE, FeatureModelError, extract_features
 
+        if self.feature_kind == "mel":  # the running definition `stream` shares (gstalker/streaming.py)
+            s = self._code_stream()
+            return torch.stack([code for _, code in s.push(wave) + s.finish()])
         n = max(1, round(len(wave) * self.fps / SAMPLE_RATE))
         try:
             windows = extract_features(wave, self.feature_kind, num_frames=n)
@@ -241,6 +245,23 @@ class Talker:
             raise GstalkerError(str(e)) from None
         with torch.no_grad():
             return self.model.codes(torch.as_tensor(windows))
+
+    def _code_stream(self):
+        from .streaming import CodeStream
+
+        if self.feature_kind != "mel":
+            raise GstalkerError(f"streaming needs a model trained on mel features; this one uses {self.feature_kind!r} "
+                                "(whole-recording features): use frames() or speak(), or fit with --audio-features mel")
+        return CodeStream(self.model)
+
+    @property
+    def stream_latency_ms(self) -> float:
+        """How long after the end of a frame's audio `stream` can yield that frame (260 ms for the
+        default model: the feature window's 132.5 ms look-ahead, the smoother's 3 frames, and the
+        7.5 ms rest of the 20 ms loudness block), computing time excluded."""
+        from .streaming import lookahead_ms
+
+        return lookahead_ms(self.model.smoother.att_window)
 
     # -------------------------------------------------------------- poses
 
@@ -270,14 +291,59 @@ class Talker:
     def frames(self, audio, sample_rate: int | None = None, poses: str = "playback"):
         """Yield [H, W, 3] uint8 frames of the subject saying `audio`, one per 1/25 s.
 
-        Delay: frame t's audio code is smoothed over frames t-4 .. t+3, and each frame's audio
-        window spans +-8 feature frames (+-160 ms), so frame t depends on audio up to about
-        (t + 3) / 25 s + 160 ms: a streaming caller must hold about 280 ms of audio ahead.
+        The whole audio is read first; `stream` yields the same frames while audio arrives.
         """
         codes = self.codes(self.audio(audio, sample_rate))
         for k in range(codes.shape[0]):
-            viewmat, eye = self.pose(k, poses)
-            yield (self.render(codes[k], viewmat, eye) * 255).round().byte().cpu().numpy()
+            yield self._frame(k, codes[k], poses)
+
+    def _original_audio(self, audio, sample_rate: int | None):
+        """The speech as given, for the video's audio track: ([channels, samples] float32, rate, layout)."""
+        import numpy as np
+
+        from .audio import SAMPLE_RATE, AudioError, load_audio_track
+
+        if isinstance(audio, (str, os.PathLike)):
+            try:
+                return load_audio_track(audio)
+            except AudioError as e:
+                raise GstalkerError(str(e)) from None
+        track = np.asarray(audio.cpu() if hasattr(audio, "cpu") else audio, dtype=np.float32)
+        if track.ndim == 2 and track.shape[0] > track.shape[1]:  # [samples, channels]
+            track = track.T
+        track = track.reshape(1, -1) if track.ndim == 1 else track
+        return np.clip(track, -1.0, 1.0), sample_rate or SAMPLE_RATE, None
+
+    def stream(self, chunks, poses: str = "playback"):
+        """Yield [H, W, 3] uint8 frames while speech arrives: `chunks` is an iterable of 16 kHz mono
+        float arrays [n] of any length (e.g. 20-100 ms from a microphone). Frame k is yielded as
+        soon as the chunk holding sample 640 k + 4800 has arrived (`stream_latency_ms` after the
+        end of its own audio), the rest when `chunks` ends. The frames equal `frames(audio)` on the
+        concatenated audio, bit for bit. Chunks are read only when the next frame is asked for,
+        so a slow consumer delays the reading; nothing is skipped or reordered."""
+        import numpy as np
+
+        from .audio import SAMPLE_RATE
+
+        self.pose(0, poses)
+        s = self._code_stream()
+        for chunk in chunks:
+            wave = np.asarray(chunk.cpu() if hasattr(chunk, "cpu") else chunk, dtype=np.float32)
+            if wave.ndim != 1:
+                raise GstalkerError(f"stream chunks must be 16 kHz mono [samples] arrays, got shape {list(wave.shape)}")
+            if not np.isfinite(wave).all():
+                raise GstalkerError("audio chunk holds NaN or infinite samples")
+            for k, code in s.push(wave):
+                yield self._frame(k, code, poses)
+        if s.mel.received < SAMPLE_RATE // self.fps:
+            raise GstalkerError(f"audio is {s.mel.received / SAMPLE_RATE * 1000:.0f} ms long, shorter than one video "
+                                "frame (40 ms)")
+        for k, code in s.finish():
+            yield self._frame(k, code, poses)
+
+    def _frame(self, k: int, code: torch.Tensor, poses: str):
+        viewmat, eye = self.pose(k, poses)
+        return (self.render(code, viewmat, eye) * 255).round().byte().cpu().numpy()
 
     def speak(self, audio, out: str | os.PathLike | None = None, sample_rate: int | None = None,
               poses: str = "playback", crf: int = 18, progress: bool | None = None):
@@ -300,7 +366,10 @@ class Talker:
         codes = self.codes(wave)
         H, W = self.size
         frames = [] if out is None else None
-        writer = None if out is None else Mp4Writer(out, W, H, audio=wave, sample_rate=SAMPLE_RATE, crf=crf)
+        writer = None
+        if out is not None:  # the speech itself in the mp4 (its rate and channels), not the 16 kHz mono copy
+            track, rate, layout = self._original_audio(audio, sample_rate)
+            writer = Mp4Writer(out, W, H, audio=track, sample_rate=rate, crf=crf, layout=layout)
         render_time = 0.0
         try:
             with Progress(progress) as bars:

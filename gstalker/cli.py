@@ -202,6 +202,35 @@ def speak(
     typer.echo(f"{path}: rendered at {talker.last_render_fps:.1f} frames/s (encoding excluded)")
 
 
+@app.command()
+def serve(
+    model: str = typer.Argument(..., help="A model file written by `gstalker fit` (mel features)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface; think twice)."),
+    port: int = typer.Option(7860, "--port", help="TCP port."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    size: Optional[int] = typer.Option(None, "--size", help="Side of the frames, pixels (default: the training size)."),
+    max_seconds: float = typer.Option(600.0, "--max-seconds", help="Longest speech a client may send (seconds)."),
+    max_mb: float = typer.Option(50.0, "--max-mb", help="Largest upload (MB)."),
+    max_clients: int = typer.Option(8, "--max-clients", help="Streams at once; more are told to wait."),
+    delay_ms: Optional[float] = typer.Option(None, "--delay-ms", help="Playback delay on the page (default: the look-ahead + 240 ms to render); frames later than it are dropped."),
+) -> None:
+    """Serve a page where the model's person says a speech file or your microphone, live."""
+    from .api import GstalkerError
+
+    if not 0 < port < 65536:
+        fail(f"--port must be between 1 and 65535, got {port}")
+    with _user_warnings():
+        try:
+            from .serve import serve as run_serve
+
+            run_serve(model, host=host, port=port, device=device, size=size, max_seconds=max_seconds, max_mb=max_mb,
+                      max_clients=max_clients, delay_ms=delay_ms)
+        except GstalkerError as e:
+            fail(str(e))
+        except OSError as e:
+            fail(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port")
+
+
 @app.command(name="eval")
 def eval_(
     model: str = typer.Argument(..., help="A model file written by `gstalker fit`."),

@@ -10,6 +10,20 @@ import numpy as np
 from .serialization import atomic_path
 
 FPS = 25
+# the sampling rates AAC's tables hold (FFmpeg's encoder refuses others)
+DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+def _resample_track(audio: np.ndarray, rate: int, target: int, layout: str) -> np.ndarray:
+    """[channels, samples] float32 at `rate` -> at `target`, channels kept (FFmpeg's resampler)."""
+    import av
+
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=target)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, dtype=np.float32), format="fltp", layout=layout)
+    frame.sample_rate = rate
+    out = [f.to_ndarray() for f in resampler.resample(frame)] + [f.to_ndarray() for f in resampler.resample(None)]
+    return np.concatenate(out, axis=1).astype(np.float32) if out else np.zeros((audio.shape[0], 0), np.float32)
 
 
 class Mp4Writer:
@@ -21,10 +35,14 @@ class Mp4Writer:
 
     Memory stays flat: frames are encoded as they arrive and the audio is fed alongside them.
     Odd sizes are padded by one pixel (yuv420p needs even sizes).
+
+    audio: [samples] (mono) or [channels, samples] float in [-1, 1] at `sample_rate`, kept as it
+    is (rate and channels) in the AAC track; a rate AAC has no table for is resampled to 48 kHz.
+    layout: the channel layout name ("stereo", "5.1", ...), default FFmpeg's for the count.
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, audio: np.ndarray | None = None,
-                 sample_rate: int = 16000, fps: int = FPS, crf: int = 18):
+                 sample_rate: int = 16000, fps: int = FPS, crf: int = 18, layout: str | None = None):
         import av
 
         self.path = Path(path)
@@ -37,10 +55,20 @@ class Mp4Writer:
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"crf": str(crf), "preset": "veryfast"}
         self._audio_stream = None
-        self._audio = None if audio is None else np.asarray(audio, dtype=np.float32).reshape(-1)
-        if self._audio is not None:
+        self._audio = None
+        if audio is not None:
+            audio = np.asarray(audio, dtype=np.float32)
+            audio = audio[None] if audio.ndim == 1 else audio
+            if audio.ndim != 2 or audio.shape[0] > 8:
+                raise ValueError(f"audio must be [samples] or [channels (1-8), samples], got {list(audio.shape)}")
+            if not layout or layout.endswith("channels"):  # unnamed ("1 channels"): the encoder wants a named one
+                layout = DEFAULT_LAYOUTS[audio.shape[0]]
+            if sample_rate not in AAC_RATES:
+                audio, sample_rate = _resample_track(audio, sample_rate, 48000, layout), 48000
+            self._audio = np.ascontiguousarray(audio)
             self._audio_stream = self._container.add_stream("aac", rate=sample_rate)
-            self._audio_stream.layout = "mono"
+            self._audio_stream.layout = layout
+            self._layout = layout
         self.sample_rate, self.fps = sample_rate, fps
         self.frames_written = 0
         self._audio_pos = 0
@@ -69,21 +97,22 @@ class Mp4Writer:
 
         if self._audio_stream is None:
             return
-        until = min(until, len(self._audio))
+        total = self._audio.shape[1]
+        until = min(until, total)
         chunk = 1024
-        while self._audio_pos + chunk <= until or (until == len(self._audio) and self._audio_pos < until):
-            samples = self._audio[self._audio_pos:self._audio_pos + chunk]
-            af = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
+        while self._audio_pos + chunk <= until or (until == total and self._audio_pos < until):
+            samples = np.ascontiguousarray(self._audio[:, self._audio_pos:self._audio_pos + chunk])
+            af = av.AudioFrame.from_ndarray(samples, format="fltp", layout=self._layout)
             af.sample_rate = self.sample_rate
             af.pts = self._audio_pos
             self._container.mux(self._audio_stream.encode(af))
-            self._audio_pos += len(samples)
+            self._audio_pos += samples.shape[1]
 
     def close(self) -> Path:
         """Flush encoders, close the file and move it into place."""
         if self._closed:
             return self.path
-        self._feed_audio(len(self._audio) if self._audio is not None else 0)
+        self._feed_audio(self._audio.shape[1] if self._audio is not None else 0)
         self._container.mux(self._video.encode(None))
         if self._audio_stream is not None:
             self._container.mux(self._audio_stream.encode(None))

@@ -48,8 +48,9 @@ def test_speak_writes_a_video_with_audio(model_path, speech, tmp_path):
     assert "frames/s" in result.output
     with av.open(str(out)) as c:
         assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
-        v = c.streams.video[0]
+        v, a = c.streams.video[0], c.streams.audio[0]
         assert (v.codec_context.width, v.codec_context.height) == (32, 32) and v.average_rate == 25
+        assert (a.codec_context.name, a.rate, len(a.layout.channels)) == ("aac", 44100, 1), "the speech's own rate"
         n = sum(1 for _ in c.decode(video=0))
     assert abs(n - 1.3 * 25) <= 1, n
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "speech.wav"], "no temp files left"
@@ -136,3 +137,37 @@ def test_speak_at_another_size(model_path, speech, tmp_path):
     # (intrinsics left unscaled put this near 30 grey levels; scaled, it is about 1.5)
     assert np.abs(down.permute(1, 2, 0).numpy() - small.astype(np.float32)).mean() < 5
     one_line_error(runner.invoke(app, ["speak", str(model_path), str(speech), "-o", str(out), "--size", "4"]), "--size")
+
+
+def test_speak_keeps_the_speech_own_audio(model_path, tmp_path):
+    """The mp4 carries the speech as given (48 kHz stereo here, left and right different), not
+    the 16 kHz mono copy the features use."""
+    import wave as wavemod
+
+    rate = 48000
+    t = np.arange(int(rate * 1.2)) / rate
+    left, right = 0.4 * np.sin(2 * np.pi * 440 * t), 0.4 * np.sin(2 * np.pi * 3000 * t)
+    path = tmp_path / "stereo.wav"
+    with wavemod.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.stack([left, right], 1) * 32767).astype("<i2").tobytes())
+    out = tmp_path / "out.mp4"
+    result = runner.invoke(app, ["speak", str(model_path), str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        assert (a.codec_context.name, a.rate, a.layout.name) == ("aac", 48000, "stereo")
+        track = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)  # [2, samples] fltp
+    assert abs(track.shape[1] - len(t)) < 2048  # AAC pads to whole 1024-sample frames
+    for channel, hz in ((0, 440), (1, 3000)):
+        spec = np.abs(np.fft.rfft(track[channel, 4800:52800]))
+        assert abs(np.argmax(spec) * rate / 48000 - hz) < 5, (channel, np.argmax(spec))
+    # an array keeps its rate too (and a rate AAC has no table for becomes 48 kHz)
+    talker = gstalker.load(model_path, device="cpu")
+    talker.speak(np.stack([left, right]).astype(np.float32)[:, ::2], out=tmp_path / "a.mp4", sample_rate=24000)
+    talker.speak(left[:30000].astype(np.float32), out=tmp_path / "b.mp4", sample_rate=30000)
+    with av.open(str(tmp_path / "a.mp4")) as c, av.open(str(tmp_path / "b.mp4")) as d:
+        assert (c.streams.audio[0].rate, c.streams.audio[0].layout.name) == (24000, "stereo")
+        assert (d.streams.audio[0].rate, d.streams.audio[0].layout.name) == (48000, "mono")

@@ -19,10 +19,10 @@ from .features import (
     sequence_features,
     windows,
 )
-from .io import SAMPLE_RATE, AudioError, load_audio, save_wav
+from .io import SAMPLE_RATE, AudioError, load_audio, load_audio_track, save_wav
 
 __all__ = [
     "AudioError", "DEFAULT_MODELS", "FEATURE_RATE", "FeatureModelError", "SAMPLE_RATE", "WINDOW",
-    "extract_features", "feature_dim", "normalize_loudness", "feature_kinds", "load_audio", "load_speech_model",
+    "extract_features", "feature_dim", "normalize_loudness", "feature_kinds", "load_audio", "load_audio_track", "load_speech_model",
     "register", "save_wav", "sequence_features", "windows",
 ]

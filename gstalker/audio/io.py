@@ -75,6 +75,37 @@ def load_audio(
     return np.clip(wave, -1.0, 1.0)
 
 
+def load_audio_track(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
+    """The first audio stream of `path` as it is: (float32 [channels, samples] in [-1, 1], its
+    sample rate, its channel layout name), for muxing the speech itself into a video (features
+    use `load_audio`'s 16 kHz mono copy). Errors as `load_audio`."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise AudioError(f"{path}: not an audio or video file FFmpeg can read ({_short(e)})") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioError(f"{path}: has no audio stream")
+        stream = container.streams.audio[0]
+        # planar float at the stream's own rate and layout: only the sample format changes
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
+        chunks = []
+        try:
+            for frame in container.decode(stream):
+                chunks += [out.to_ndarray() for out in resampler.resample(frame)]
+            chunks += [out.to_ndarray() for out in resampler.resample(None)]
+        except av.error.FFmpegError as e:
+            raise AudioError(f"{path}: corrupt or truncated audio ({_short(e)})") from None
+        channels, rate, layout = len(stream.layout.channels), stream.rate, stream.layout.name
+    track = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else np.zeros((channels, 0), np.float32)
+    return np.clip(track, -1.0, 1.0), rate, layout
+
+
 def save_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write mono float audio as 16-bit PCM wav (to a temp file, then renamed into place)."""
     import wave as wavemod

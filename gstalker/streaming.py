@@ -1,0 +1,236 @@
+"""Speech to audio codes incrementally: the one definition `Talker.codes`, `frames`, `speak` and
+`stream` share, so frames from a live stream equal frames from the whole file, bit for bit.
+
+The training features (`gstalker.audio.extract_features`, used by preprocessing) look at the
+whole wave twice: the loudness gain is the RMS over the louder half of *all* 20 ms blocks, and
+the log-mel floor is the maximum over *all* frames minus 8. Neither exists before the speech has
+ended. Here both are running estimates, the same statistic over the audio received so far:
+
+- feature frame j (centred at j/50 s) is scaled by the gain of blocks 0..j (the offline
+  `normalize_loudness` formula on that prefix), applied in the log domain
+  (log10(g^2 * mel) = log10(mel) + 2 log10 g);
+- its floor is the running maximum of log10(mel) over frames 0..j, minus 8.
+
+On the last frame of a file both equal the offline values, and with them the formula is the
+offline one: (max(L, Lmax - 8) + 2 log10 G + 4) / 4. Earlier frames see the prefix's values, which
+settle within the first seconds of speech (on a 5 s clip the mean feature difference is 0.05 in
+the first second, 0.01 by the fourth). Like the whole-file statistic, the running gain moves
+during long silences as quiet blocks enter the louder half (after 2.6 s of speech, 2 s of
+silence move the smoke model's codes ~25x less per frame than the speech did). Preprocessing keeps the offline features (models being
+trained now are unchanged); only inference moved to the running definition.
+
+Every quantity is computed in fixed units (one feature frame, one video frame) in one order,
+whatever the chunking of the input, so the results do not depend on it.
+
+Latency. Video frame k (audio [k/25, (k+1)/25) s) needs:
+- its window of 16 feature frames 2k-7 .. 2k+8 (`gstalker.audio.features.windows`),
+- the smoother's neighbours k-4 .. k+3, so windows up to frame k+3: feature frames up to 2k+14,
+- feature frame j needs samples up to j*320 + 200 (its 25 ms Hann window) and its gain block
+  j: samples up to (j+1)*320.
+So frame k is ready once sample (2k+15)*320 = 640k + 4800 has arrived: 4160 samples = 260 ms
+after the end of frame k's own audio (252.5 ms of it the model's windows, 7.5 ms the gain block).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+import torch
+
+from .audio.features import HOP, N_MELS, SPEECH_LEVEL_DB, WINDOW, _mel_filterbank
+from .audio.io import SAMPLE_RATE
+
+FPS = 25
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+N_FFT, WIN = 512, 400
+HALF = WIN // 2  # a feature frame reads samples [j*HOP - 200, j*HOP + 200)
+FLOOR_DB = 8.0  # the Whisper-style floor: max - 8 (log10 units)
+MAX_GAIN = 100.0  # as normalize_loudness: +40 dB at most
+SILENCE = 1e-4  # as normalize_loudness: below this level the wave is left as is
+
+
+class RunningLoudness:
+    """The gain `normalize_loudness` would apply to the blocks seen so far: the RMS over the
+    louder half of the 20 ms blocks, to SPEECH_LEVEL_DB, capped at +40 dB, 1 for silence.
+    Two heaps keep the louder half and its sum, so each block costs O(log n)."""
+
+    def __init__(self, level_db: float = SPEECH_LEVEL_DB):
+        self.target = 10 ** (level_db / 20)
+        self.low: list[float] = []  # max-heap (negated): the quieter n // 2 blocks' mean squares
+        self.high: list[float] = []  # min-heap: the louder n - n // 2
+        self.high_sum = 0.0
+        self.n = 0
+
+    def add(self, mean_square: float) -> None:
+        self.n += 1
+        heapq.heappush(self.high, mean_square)
+        self.high_sum += mean_square
+        if self.low and self.high[0] < -self.low[0]:  # keep every quiet block below every loud one
+            a = heapq.heappop(self.high)
+            b = -heapq.heappushpop(self.low, -a)
+            heapq.heappush(self.high, b)
+            self.high_sum += b - a
+        while len(self.low) < self.n // 2:
+            a = heapq.heappop(self.high)
+            self.high_sum -= a
+            heapq.heappush(self.low, -a)
+
+    def gain(self) -> float:
+        if not self.high:
+            return 1.0
+        level = math.sqrt(max(self.high_sum, 0.0) / len(self.high))
+        if level < SILENCE:
+            return 1.0
+        return min(self.target / level, MAX_GAIN)
+
+
+class MelStream:
+    """16 kHz mono samples in, log-mel feature frames [80] out (50 per second), each as soon as
+    the samples it needs have arrived. `push(samples)` -> new frames [n, 80]; `finish()` -> the
+    rest (the end is reflected, as `torch.stft(center=True)` does) ."""
+
+    def __init__(self):
+        self.fb = _mel_filterbank(N_FFT, N_MELS, SAMPLE_RATE).double().numpy()  # [80, 257]
+        window = np.zeros(N_FFT)
+        window[(N_FFT - WIN) // 2:(N_FFT + WIN) // 2] = torch.hann_window(WIN, dtype=torch.float64).numpy()
+        self.window = window[(N_FFT - WIN) // 2:(N_FFT + WIN) // 2]  # the non-zero 400 taps
+        self.buf = np.zeros(0, np.float64)  # samples from `self.buf_start` on
+        self.buf_start = 0
+        self.received = 0
+        self.next_frame = 0  # feature frames computed so far
+        self.blocks = 0  # gain blocks added so far
+        self.loudness = RunningLoudness()
+        self.running_max = -math.inf
+        self.finished = False
+
+    def _sample(self, a: int, b: int, total: int | None) -> np.ndarray:
+        """Samples [a, b), reflected about the first sample and (when total is known) the last."""
+        idx = np.arange(a, b)
+        idx = np.abs(idx)  # x[-m] = x[m]
+        if total is not None:
+            last = total - 1
+            idx = np.where(idx > last, 2 * last - idx, idx)
+            idx = np.clip(idx, 0, last)
+        return self.buf[idx - self.buf_start]
+
+    def _frame(self, j: int, total: int | None) -> np.ndarray:
+        x = self._sample(j * HOP - HALF, j * HOP + HALF, total) * self.window
+        spec = np.fft.rfft(x, n=N_FFT)
+        mel = self.fb @ (spec.real ** 2 + spec.imag ** 2)
+        n_blocks = j + 1 if total is None else min(j + 1, total // HOP)
+        while self.blocks < n_blocks:
+            block = self.buf[self.blocks * HOP - self.buf_start:(self.blocks + 1) * HOP - self.buf_start]
+            self.loudness.add(float(np.mean(block * block)))
+            self.blocks += 1
+        log = np.log10(np.maximum(mel, 1e-10))
+        self.running_max = max(self.running_max, float(log.max()))
+        log = np.maximum(log, self.running_max - FLOOR_DB) + 2 * math.log10(self.loudness.gain())
+        return ((log + 4.0) / 4.0).astype(np.float32)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """samples [n] float (16 kHz mono) -> the feature frames [m, 80] they complete."""
+        if self.finished:
+            raise RuntimeError("MelStream.push after finish")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1).astype(np.float64)
+        self.buf = np.concatenate([self.buf, samples])
+        self.received += len(samples)
+        out = []
+        while (self.next_frame + 1) * HOP <= self.received:  # its window and its gain block are in
+            out.append(self._frame(self.next_frame, None))
+            self.next_frame += 1
+        self._trim()
+        return np.stack(out) if out else np.zeros((0, N_MELS), np.float32)
+
+    def finish(self) -> np.ndarray:
+        """The frames left once the speech has ended: len // 320 + 1 frames in all, as `_mel`."""
+        self.finished = True
+        total = self.received
+        if total < N_FFT // 2 + 1:  # as `_mel`: reflection needs a few samples; zeros after the end
+            self.buf = np.concatenate([self.buf, np.zeros(N_FFT // 2 + 1 - total)])
+            total = N_FFT // 2 + 1
+        n = self.received // HOP + 1
+        out = []
+        while self.next_frame < n:
+            out.append(self._frame(self.next_frame, total))
+            self.next_frame += 1
+        return np.stack(out) if out else np.zeros((0, N_MELS), np.float32)
+
+    def _trim(self) -> None:
+        """Drop the samples no later frame reads (memory stays flat on an endless stream); the
+        start is kept whole because the first frame reflects it."""
+        keep_from = min(self.next_frame * HOP - HALF, self.blocks * HOP) - N_FFT
+        if keep_from > self.buf_start + 16 * SAMPLE_RATE and self.next_frame > 2:
+            # the first feature frames reflect samples 1..200; those frames are done by now
+            drop = keep_from - self.buf_start
+            self.buf = self.buf[drop:]
+            self.buf_start += drop
+
+
+class CodeStream:
+    """16 kHz speech in, smoothed audio codes out, one per 25 fps video frame, in order:
+    `push(samples)` -> [(k, code [code_dim])] for the frames that audio completes; `finish()` ->
+    the rest (max(1, round(len * 25 / 16000)) frames in all, as `Talker.codes`).
+
+    model: a `TalkerModel` with mel features (its `normalize_audio` and `smoother`).
+    Frame k comes out once sample 640 k + 4800 has arrived (`ready_sample(k)`)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.smoother = model.smoother
+        self.att = self.smoother.att_window
+        self.mel = MelStream()
+        self.features: list[np.ndarray] = []  # [80] per feature frame (all kept: 16 KB per second of speech)
+        self.codes: list[torch.Tensor] = []  # [code_dim] per video frame, unsmoothed
+        self.next_out = 0
+
+    @staticmethod
+    def ready_sample(k: int, att_window: int = 8) -> int:
+        """The number of samples after which frame k can be emitted (before the end is known)."""
+        last_code = k + att_window - att_window // 2 - 1
+        last_feature = 2 * last_code + 1 + WINDOW - WINDOW // 2 - 1
+        return (last_feature + 1) * HOP
+
+    def _window(self, k: int, n_features: int) -> np.ndarray:
+        c = 2 * k + 1  # floor((k + 0.5) / 25 * 50): `windows`' centre
+        idx = np.clip(np.arange(c - WINDOW // 2, c + WINDOW - WINDOW // 2), 0, n_features - 1)
+        return np.stack([self.features[i] for i in idx])
+
+    @torch.no_grad()
+    def _encode(self, k: int, n_features: int) -> None:
+        w = torch.from_numpy(self._window(k, n_features))[None]  # [1, 16, 80]
+        self.codes.append(self.smoother.encode(self.model.normalize_audio(w))[0])
+
+    @torch.no_grad()
+    def _smooth(self, k: int, n_codes: int) -> torch.Tensor:
+        idx = np.clip(np.arange(k - self.att // 2, k + self.att - self.att // 2), 0, n_codes - 1)
+        return self.smoother.smooth(torch.stack([self.codes[i] for i in idx])[None])[0]
+
+    def push(self, samples: np.ndarray) -> list[tuple[int, torch.Tensor]]:
+        self.features.extend(self.mel.push(samples))
+        # encode every frame whose window is complete (its last feature frame 2k+8 exists)
+        while 2 * len(self.codes) + 1 + WINDOW - WINDOW // 2 - 1 < len(self.features):
+            self._encode(len(self.codes), n_features=len(self.features) + 1)  # no clamp at the end yet
+        out = []
+        while self.next_out + self.att - self.att // 2 - 1 < len(self.codes):
+            out.append((self.next_out, self._smooth(self.next_out, n_codes=len(self.codes) + 1)))
+            self.next_out += 1
+        return out
+
+    def finish(self) -> list[tuple[int, torch.Tensor]]:
+        total = self.mel.received
+        self.features.extend(self.mel.finish())
+        n = max(1, round(total * FPS / SAMPLE_RATE))
+        while len(self.codes) < n:
+            self._encode(len(self.codes), n_features=len(self.features))
+        out = []
+        while self.next_out < n:
+            out.append((self.next_out, self._smooth(self.next_out, n_codes=n)))
+            self.next_out += 1
+        return out
+
+
+def lookahead_ms(att_window: int = 8) -> float:
+    """How long after the end of frame k's audio frame k can be emitted (milliseconds)."""
+    return (CodeStream.ready_sample(0, att_window) - SAMPLES_PER_FRAME) * 1000 / SAMPLE_RATE

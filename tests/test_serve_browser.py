@@ -1,0 +1,186 @@
+"""`gstalker serve` as a person uses it: the command starts the server on a free local port,
+headless Chromium opens the page, uploads real speech (then silence), and the <video> element
+plays, its frames change, and the mouth region moves while the speech plays and stays still in
+the silence. A second client streams at the same time; a bad upload gets a message on the page.
+A screenshot is saved in the test's folder (and in $GSTALKER_TEST_OUTPUT when set).
+
+Needs Chromium and its driver (Debian: chromium, chromium-driver; `.ci/run` installs them) and
+selenium; skipped with the reason otherwise. Uses the session's smoke model on a real clip."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serve_helpers import free_port, stream_file
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+DRIVER = shutil.which("chromedriver")
+
+# The page's <video> sampled every 40 ms: whole-frame and mouth-box change against the previous sample.
+SAMPLER = """
+const [x0, y0, x1, y1] = arguments[0];
+const v = document.getElementById('video');
+const c = document.createElement('canvas');
+const g = c.getContext('2d', {willReadFrequently: true});
+let prev = null;
+window.__samples = [];
+window.__sampler = setInterval(() => {
+  if (v.readyState < 2 || !v.videoWidth) return;
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  g.drawImage(v, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let whole = 0, mouth = 0, nm = 0;
+  if (prev) {
+    for (let i = 0; i < d.length; i += 4) {
+      const diff = Math.abs(d[i] - prev[i]) + Math.abs(d[i + 1] - prev[i + 1]) + Math.abs(d[i + 2] - prev[i + 2]);
+      whole += diff;
+      const p = i / 4, x = p % c.width, y = Math.floor(p / c.width);
+      if (x >= x0 && x < x1 && y >= y0 && y < y1) { mouth += diff; nm += 3; }
+    }
+  }
+  const sample = {t: window.gstalker.mediaTime(), ct: v.currentTime, paused: v.paused,
+                  whole: prev ? whole / (d.length * 3 / 4) : null, mouth: prev && nm ? mouth / nm : null};
+  prev = d.slice();
+  window.__samples.push(sample);
+}, 40);
+"""
+
+
+def _browser(tmp_path):
+    if CHROMIUM is None or DRIVER is None:
+        pytest.skip("headless Chromium and chromedriver not found (Debian: apt-get install chromium chromium-driver; "
+                    ".ci/run installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--window-size=760,900",
+                 "--disable-gpu", "--mute-audio", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+
+
+@pytest.fixture
+def served(smoke_model, tmp_path):
+    """`gstalker serve` on the smoke model, on a free port, its temp files under tmp_path/tmp."""
+    port = free_port()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
+    proc = subprocess.Popen([sys.executable, "-m", "gstalker.cli", "serve", str(smoke_model["model"]), "--port", str(port),
+                             "--device", "cpu", "--delay-ms", "700"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):  # bounded: 2 minutes (loading torch and the model on a busy machine)
+        if proc.poll() is not None:
+            pytest.fail(f"gstalker serve exited: {proc.stdout.read()}")
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("gstalker serve did not answer in 2 minutes")
+    yield {"url": url, "proc": proc, "tmp": tmp}
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert list(tmp.iterdir()) == [], "the server removed its temp folder"
+
+
+def mouth_box(smoke_model):
+    """[x0, y0, x1, y1] pixels: the mean lip box of the training frames."""
+    from gstalker.data import PreprocessedVideo
+
+    return PreprocessedVideo(smoke_model["workdir"], "all").tracks["lip_boxes"].mean(0).round().int().tolist()
+
+
+def _wait(driver, script, timeout, what):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:  # bounded polling
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    state = driver.execute_script("return JSON.stringify({s: gstalker.state, e: gstalker.errors, d: gstalker.drawn, f: gstalker.frames, late: gstalker.late, sd: gstalker.serverDropped, sf: gstalker.serverFps, t: gstalker.mediaTime()})")
+    pytest.fail(f"{what}: not within {timeout} s (page state {state})")
+
+
+def test_the_page_plays_the_person_saying_a_file(served, smoke_model, media_dir, tmp_path):
+    from gstalker.audio import load_audio, save_wav
+
+    speech = load_audio(media_dir / "retalking_audio1.wav")[: int(16000 * 2.6)]
+    wave = np.concatenate([speech, np.zeros(16000 * 2, np.float32)])  # 2.6 s of speech, then 2 s of silence
+    save_wav(tmp_path / "speech_then_silence.wav", wave, 16000)
+    (tmp_path / "notes.txt").write_text("not audio at all")
+    box = mouth_box(smoke_model)
+
+    driver = _browser(tmp_path)
+    other = {}
+    try:
+        driver.get(served["url"] + "/")
+        _wait(driver, "return window.gstalker.state === 'ready'", 30, "the page connects")
+        driver.execute_script("document.getElementById('poses').value = 'still'")  # only the audio moves the face
+        driver.execute_script(SAMPLER, box)
+        # a second client, at the same time
+        data = (tmp_path / "speech_then_silence.wav").read_bytes()
+        second = threading.Thread(target=lambda: other.update(stream_file(served["url"], data)), daemon=True)
+        driver.find_element("id", "file").send_keys(str(tmp_path / "speech_then_silence.wav"))
+        second.start()
+        _wait(driver, "return window.gstalker.drawn > 0", 60, "frames are shown")
+        _wait(driver, "return window.gstalker.mediaTime() > 1.5", 30, "the speech plays")
+        shot = tmp_path / "serve.png"
+        driver.save_screenshot(str(shot))
+        _wait(driver, "return window.gstalker.ended", 90, "the stream ends")
+        time.sleep(0.3)
+        samples = driver.execute_script("clearInterval(window.__sampler); return window.__samples")
+        g = driver.execute_script("return {drawn: gstalker.drawn, dropped: gstalker.dropped, late: gstalker.late, "
+                                  "fps: gstalker.fps, latency: gstalker.latencyMs, errors: gstalker.errors, "
+                                  "fpsText: document.getElementById('fps').textContent, "
+                                  "latencyText: document.getElementById('latency').textContent}")
+        # a bad upload: a message on the page, and the page goes on
+        driver.find_element("id", "file").send_keys(str(tmp_path / "notes.txt"))
+        message = _wait(driver, "return gstalker.errors.length && gstalker.errors[gstalker.errors.length - 1]", 30,
+                        "the bad upload is refused")
+        second.join(timeout=90)
+    finally:
+        driver.quit()
+    out = os.environ.get("GSTALKER_TEST_OUTPUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(out) / "serve.png")
+    print(f"\nscreenshot: {shot}\npage: {json.dumps(g)}")
+
+    assert "notes.txt" in message and "not an audio or video file" in message, message
+    assert not g["errors"], g["errors"]
+    playing = [s for s in samples if s["whole"] is not None and s["t"] > 0]
+    assert playing and not any(s["paused"] for s in playing), "the video element plays"
+    assert playing[-1]["ct"] > playing[0]["ct"] + 2, "its clock runs"
+    assert sum(s["whole"] > 0 for s in playing) >= 2, "its frames change"
+    end = other["messages"][-1]
+    assert end["type"] == "end" and end["rendered"] + end["dropped"] == round(len(wave) / 640), end
+    assert float(g["latencyText"]) > 0, g
+    if g["drawn"] < 20 and g["fps"] < 3:  # a machine busy with other work renders a frame a second or less
+        pytest.skip(f"the page showed {g['drawn']} frames ({g['fps']:.1f} frames/s; this machine is busy): too few "
+                    "to judge the mouth (the rest passed)")
+    assert float(g["fpsText"]) > 0, g
+    in_speech = [s["mouth"] for s in playing if 0.4 < s["t"] < 2.4]
+    in_silence = [s["mouth"] for s in playing if 3.2 < s["t"] < 4.4]
+    assert len(in_speech) > 10 and len(in_silence) > 10, (len(in_speech), len(in_silence))
+    assert np.mean(in_speech) > 3 * np.mean(in_silence) + 1e-3, (np.mean(in_speech), np.mean(in_silence))
