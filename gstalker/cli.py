@@ -143,7 +143,7 @@ def fit(
     video: str = typer.Argument(..., help="The talking-head video (3-5 minutes of one person speaking)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Model file (default: the video's name with .safetensors)."),
     workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Cache, checkpoint and previews (default: VIDEO.gstalker/ beside the video)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="smoke (minutes on a CPU, a try-out), cpu (about 45 min on 2 cores for a 60-90 s clip), fast (about 15 min on a GPU) or paper. Default: fast on a CUDA GPU, cpu elsewhere."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="smoke (minutes on a CPU, a try-out), cpu (about an hour on 2 cores for a 90 s clip), fast (about 15 min on a GPU) or paper. Default: fast on a CUDA GPU, cpu elsewhere."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Total iterations of both stages (overrides the preset)."),
     size: Optional[int] = typer.Option(None, "--size", help="Side of the square frames, pixels (overrides the preset)."),
     audio_features: str = typer.Option("mel", "--audio-features", help="mel (offline), hubert or wav2vec2."),
