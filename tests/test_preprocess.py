@@ -421,7 +421,7 @@ def test_force_redoes_everything(interview_workdir):
     with pytest.warns(PreprocessWarning):
         preprocess(MEDIA / "interview_97s.mp4", interview_workdir, size=256, start=30.0, end=36.0, force=True)
     meta = json.loads((interview_workdir / "meta.json").read_text())
-    assert meta["stages_run"] == ["decode", "landmarks", "pose", "masks", "features-mel"]
+    assert meta["stages_run"] == ["decode", "landmarks", "pose", "masks", "mouth", "features-mel"]
 
 
 def test_missing_speech_model_fails_before_the_work(tmp_path, monkeypatch):
