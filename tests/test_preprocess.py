@@ -415,6 +415,40 @@ def test_rerun_reuses_stages_and_force_redoes(face1_workdir, tmp_path):
 
 
 @pytest.mark.media
+def test_mouth_crops_line_up_with_their_boxes(interview_workdir):
+    """The high-resolution mouth crop of a frame shows the frame's mouth box: resampled to the
+    same pixels, crop and frame agree far better than with a box shifted by a tenth of its side
+    (a misplaced or mis-scaled crop would teach the mouth patch the wrong place)."""
+    import torch
+    import torch.nn.functional as F
+
+    from gstalker.data import PreprocessedVideo
+
+    pv = PreprocessedVideo(interview_workdir, "all")
+    boxes = pv.tracks["mouth_boxes"]
+    assert boxes.shape == (pv.num_frames, 4) and "mouth" in pv.meta["files"]
+    side = boxes[:, 2] - boxes[:, 0]
+    assert torch.allclose(side, side[0]) and torch.allclose(boxes[:, 3] - boxes[:, 1], side)
+    px = 32  # compare at the frame's own resolution, where both are sharp enough
+
+    def sample(img, box):
+        t = (torch.arange(px) + 0.5) / px
+        u = (box[0] + t * (box[2] - box[0])) / img.shape[1] * 2 - 1
+        v = (box[1] + t * (box[3] - box[1])) / img.shape[0] * 2 - 1
+        grid = torch.stack(torch.meshgrid(v, u, indexing="ij")[::-1], -1)[None]
+        return F.grid_sample(img.permute(2, 0, 1)[None], grid, align_corners=False)[0]
+
+    for k in (0, pv.num_frames // 2, pv.num_frames - 1):
+        crop = pv.mouth(k)
+        assert crop.shape == (128, 128, 3)
+        small = F.interpolate(crop.permute(2, 0, 1)[None], size=(px, px), mode="area")[0]
+        frame = pv.frame(k)
+        aligned = (sample(frame, boxes[k]) - small).abs().mean()
+        shifted = (sample(frame, boxes[k] + torch.tensor([1, 0, 1, 0]) * side[0] * 0.1) - small).abs().mean()
+        assert aligned < 0.03 and aligned < 0.6 * shifted, (k, float(aligned), float(shifted))
+
+
+@pytest.mark.media
 def test_force_redoes_everything(interview_workdir):
     from tests.conftest import MEDIA
 
