@@ -54,3 +54,17 @@ class SyntheticClip:
     def masks(self, i):
         _, head, torso = self._draw(i)
         return torch.tensor(np.stack([head, torso, ~(head | torso)], -1), dtype=torch.float32)
+
+
+def tiny_mel_model(folder):
+    """A model file fitted for 20 iterations on a 32 px synthetic clip with mel-sized features
+    (80): for tests of speak, stream and serve, which need a model, not a good one."""
+    from gstalker.train import FitSettings, Trainer, TrainData
+
+    clip = SyntheticClip(n=30, size=32, feature_dim=80)
+    s = FitSettings.from_preset("smoke", size=32, lpips="off", iters=20)
+    s.schedule.update(n_head=200, n_torso=100, preview_every=0, log2_table_size=8)
+    t = Trainer(TrainData(clip, torch.device("cpu")), s, {"kind": "mel", "dim": 80, "window": 16}, folder)
+    for _ in range(20):
+        t.step()
+    return t.model.save(folder / "subject.safetensors", {"iterations": 20})

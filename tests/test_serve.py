@@ -9,11 +9,9 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 import gstalker
-from gstalker.train import FitSettings, Trainer, TrainData
-from synthetic import SyntheticClip
+from synthetic import tiny_mel_model
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("websockets.sync.client")
@@ -22,14 +20,7 @@ from serve_helpers import Server, speech_wav, stream_file, two_hour_flac  # noqa
 
 @pytest.fixture(scope="module")
 def talker(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("model")
-    clip = SyntheticClip(n=30, size=32, feature_dim=80)
-    s = FitSettings.from_preset("smoke", size=32, lpips="off", iters=20)
-    s.schedule.update(n_head=200, n_torso=100, preview_every=0, log2_table_size=8)
-    t = Trainer(TrainData(clip, torch.device("cpu")), s, {"kind": "mel", "dim": 80, "window": 16}, tmp)
-    for _ in range(20):
-        t.step()
-    return gstalker.load(t.model.save(tmp / "subject.safetensors", {"iterations": 20}), device="cpu")
+    return gstalker.load(tiny_mel_model(tmp_path_factory.mktemp("model")), device="cpu")
 
 
 @pytest.fixture(scope="module")

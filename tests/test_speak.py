@@ -12,23 +12,15 @@ from typer.testing import CliRunner
 import gstalker
 from gstalker.audio import save_wav
 from gstalker.cli import app
-from gstalker.train import FitSettings, Trainer, TrainData
 from cli_errors import one_line_error
-from synthetic import SyntheticClip
+from synthetic import tiny_mel_model
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("model")
-    clip = SyntheticClip(n=30, size=32, feature_dim=80)
-    s = FitSettings.from_preset("smoke", size=32, lpips="off", iters=20)
-    s.schedule.update(n_head=200, n_torso=100, preview_every=0, log2_table_size=8)
-    t = Trainer(TrainData(clip, torch.device("cpu")), s, {"kind": "mel", "dim": 80, "window": 16}, tmp)
-    for _ in range(20):
-        t.step()
-    return t.model.save(tmp / "subject.safetensors", {"iterations": 20})
+    return tiny_mel_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture
