@@ -2,22 +2,21 @@
 `stream` share, so frames from a live stream equal frames from the whole file, bit for bit.
 
 The training features (`gstalker.audio.extract_features`, used by preprocessing) look at the
-whole wave twice: the loudness gain is the RMS over the louder half of *all* 20 ms blocks, and
-the log-mel floor is the maximum over *all* frames minus 8. Neither exists before the speech has
-ended. Here both are running estimates, the same statistic over the audio received so far:
+whole wave twice: the loudness gain (`RunningLoudness` fed every 20 ms block) and the log-mel
+floor (the maximum over *all* frames minus 8). Neither exists before the speech has ended. Here
+both are running estimates, the same statistic over the audio received so far:
 
-- feature frame j (centred at j/50 s) is scaled by the gain of blocks 0..j (the offline
-  `normalize_loudness` formula on that prefix), applied in the log domain
-  (log10(g^2 * mel) = log10(mel) + 2 log10 g);
-- its floor is the running maximum of log10(mel) over frames 0..j, minus 8.
+- feature frame j (centred at j/50 s) is scaled by the gain of blocks 0..j, applied in the log
+  domain (log10(g^2 * mel) = log10(mel) + 2 log10 g);
+- its floor is the running maximum of log10(mel) over frames 0..j, minus 8 (never below the
+  floor a speech-level wave has, `PRIOR_LOG_MAX`).
 
 On the last frame of a file both equal the offline values, and with them the formula is the
-offline one: (max(L, Lmax - 8) + 2 log10 G + 4) / 4. Earlier frames see the prefix's values, which
-settle within the first seconds of speech (on a 5 s clip the mean feature difference is 0.05 in
-the first second, 0.01 by the fourth). Like the whole-file statistic, the running gain moves
-during long silences as quiet blocks enter the louder half (after 2.6 s of speech, 2 s of
-silence move the smoke model's codes ~25x less per frame than the speech did). Preprocessing keeps the offline features (models being
-trained now are unchanged); only inference moved to the running definition.
+offline one. Earlier frames see the prefix's values. The gain counts only blocks above
+`GATE_DB` and starts from gain 1 (its prior), so leading silence stays silence and speech after
+it is measured on speech alone: on musetalk_eng.wav (3 s of room noise first) the smoke model's
+codes are within 2% of the whole-file codes from the first second of speech on
+(`benchmarks/stream_latency.py` prints the table).
 
 Every quantity is computed in fixed units (one feature frame, one video frame) in one order,
 whatever the chunking of the input, so the results do not depend on it.
@@ -33,59 +32,18 @@ after the end of frame k's own audio (252.5 ms of it the model's windows, 7.5 ms
 
 from __future__ import annotations
 
-import heapq
 import math
 
 import numpy as np
 import torch
 
-from .audio.features import HOP, N_MELS, SPEECH_LEVEL_DB, WINDOW, _mel_filterbank
+from .audio.features import FLOOR_DB, HOP, N_MELS, PRIOR_LOG_MAX, WINDOW, RunningLoudness, _mel_filterbank
 from .audio.io import SAMPLE_RATE
 
 FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 N_FFT, WIN = 512, 400
 HALF = WIN // 2  # a feature frame reads samples [j*HOP - 200, j*HOP + 200)
-FLOOR_DB = 8.0  # the Whisper-style floor: max - 8 (log10 units)
-MAX_GAIN = 100.0  # as normalize_loudness: +40 dB at most
-SILENCE = 1e-4  # as normalize_loudness: below this level the wave is left as is
-
-
-class RunningLoudness:
-    """The gain `normalize_loudness` would apply to the blocks seen so far: the RMS over the
-    louder half of the 20 ms blocks, to SPEECH_LEVEL_DB, capped at +40 dB, 1 for silence.
-    Two heaps keep the louder half and its sum, so each block costs O(log n)."""
-
-    def __init__(self, level_db: float = SPEECH_LEVEL_DB):
-        self.target = 10 ** (level_db / 20)
-        self.low: list[float] = []  # max-heap (negated): the quieter n // 2 blocks' mean squares
-        self.high: list[float] = []  # min-heap: the louder n - n // 2
-        self.high_sum = 0.0
-        self.n = 0
-
-    def add(self, mean_square: float) -> None:
-        self.n += 1
-        heapq.heappush(self.high, mean_square)
-        self.high_sum += mean_square
-        if self.low and self.high[0] < -self.low[0]:  # keep every quiet block below every loud one
-            a = heapq.heappop(self.high)
-            b = -heapq.heappushpop(self.low, -a)
-            heapq.heappush(self.high, b)
-            self.high_sum += b - a
-        while len(self.low) < self.n // 2:
-            a = heapq.heappop(self.high)
-            self.high_sum -= a
-            heapq.heappush(self.low, -a)
-
-    def gain(self) -> float:
-        if not self.high:
-            return 1.0
-        level = math.sqrt(max(self.high_sum, 0.0) / len(self.high))
-        if level < SILENCE:
-            return 1.0
-        return min(self.target / level, MAX_GAIN)
-
-
 class MelStream:
     """16 kHz mono samples in, log-mel feature frames [80] out (50 per second), each as soon as
     the samples it needs have arrived. `push(samples)` -> new frames [n, 80]; `finish()` -> the
@@ -126,7 +84,8 @@ class MelStream:
             self.blocks += 1
         log = np.log10(np.maximum(mel, 1e-10))
         self.running_max = max(self.running_max, float(log.max()))
-        log = np.maximum(log, self.running_max - FLOOR_DB) + 2 * math.log10(self.loudness.gain())
+        gain = self.loudness.gain_db() / 10  # log10 units of power
+        log = np.maximum(log, max(self.running_max, PRIOR_LOG_MAX - gain) - FLOOR_DB) + gain
         return ((log + 4.0) / 4.0).astype(np.float32)
 
     def push(self, samples: np.ndarray) -> np.ndarray:

@@ -65,6 +65,24 @@ def test_running_features_settle_on_the_offline_ones():
     assert extract_features(wave, "mel").shape[0] == 100  # training features unchanged in shape
 
 
+def test_leading_silence_stays_silence_and_speech_after_it_gets_the_whole_file_level():
+    """3 s of room noise before the speech (musetalk_eng.wav has them): the running gain must not
+    blow the noise up to speech level, nor carry it into the first second of speech."""
+    from gstalker.audio import normalize_loudness, sequence_features
+
+    rng = np.random.default_rng(4)
+    noise = (0.0018 * rng.standard_normal(3 * 16000)).astype(np.float32)  # -55 dBFS
+    wave = np.concatenate([noise, speech_like(3.0, seed=5)])
+    m = MelStream()
+    running = np.concatenate([m.push(wave), m.finish()])
+    offline = sequence_features(normalize_loudness(wave), "mel")
+    err = np.abs(running - offline).mean(1)  # per feature frame (50 per second)
+    # the silence: not boosted (the whole file turns it down by its speech's 6 dB, gain 1 before
+    # any speech leaves it; 6 dB are 0.15 in feature units), where the old gain boosted it by 33 dB
+    assert err[:150].max() < 0.15, err[:150].max()
+    assert err[175:225].mean() < 0.05, err[175:225].mean()  # the first second of speech (old gain: 0.15)
+
+
 def test_each_frame_comes_as_soon_as_its_audio_is_in(talker):
     """Frame k is yielded right after the chunk holding sample 640 k + 4800 (260 ms after its own
     audio ends), not later and not sooner."""

@@ -7,7 +7,7 @@ frame c = 2k + 1 and its window is feature frames c-8 ... c+7 (indices clamped a
 
 Kinds:
 - ``mel``: log-mel spectrogram, 80 bins, 25 ms windows every 20 ms, Whisper-style scaling
-  (log10, floor at max - 8, then (x + 4) / 4). Offline, no weights. The default.
+  (log10, floor at max(max, 1) - 8, then (x + 4) / 4). Offline, no weights. The default.
 - ``hubert``: last hidden state of HuBERT (default ``facebook/hubert-large-ls960-ft``, 1024-d),
   as in the research code.
 - ``wav2vec2``: last hidden state of wav2vec 2.0 (default ``facebook/wav2vec2-base-960h``, 768-d).
@@ -20,6 +20,8 @@ override the defaults.
 
 from __future__ import annotations
 
+import heapq
+import math
 import os
 from typing import Any, Callable, Dict, Optional
 
@@ -82,24 +84,70 @@ def windows(seq: np.ndarray, num_frames: int, window: int = WINDOW, fps: float =
 
 
 SPEECH_LEVEL_DB = -20.0  # loudness every wave is brought to before features (dBFS, speech frames)
+GATE_DB = -45.0  # 20 ms blocks quieter than this (dBFS, as recorded) are pauses or room noise, not speech
+PRIOR_BLOCKS = 5  # the level estimate starts as this many blocks of speech already at SPEECH_LEVEL_DB
+MAX_GAIN_DB = 40.0  # noise is never blown up by more than this
+FLOOR_DB = 8.0  # the log-mel floor: the loudest value minus 8 (log10 units, Whisper-style)
+PRIOR_LOG_MAX = 1.0  # the floor's reference is never below this (log10 mel power at SPEECH_LEVEL_DB;
+# real speech peaks at 1.2-1.8), so leading digital silence is floored as in a whole file
+
+
+class RunningLoudness:
+    """The loudness gain, one 20 ms block at a time: the one definition the training features
+    (`normalize_loudness`) and live inference (`gstalker.streaming`) share.
+
+    The speech level is the RMS over the louder half of the blocks above `GATE_DB` (pauses and
+    room noise never count, so 3 s of silence before the speech neither boosts that silence to
+    speech level nor drags the first seconds of speech up with it), averaged in dB with a prior
+    of `PRIOR_BLOCKS` blocks at `SPEECH_LEVEL_DB` (gain 1 until speech has been heard; over a
+    whole clip the prior weighs < 1%). Gain = target / level, at most +40 dB.
+    Two heaps keep the louder half and its sum, so each block costs O(log n)."""
+
+    def __init__(self, level_db: float = SPEECH_LEVEL_DB):
+        self.level_db = level_db
+        self.gate = 10 ** (GATE_DB / 10)  # on mean squares
+        self.low: list[float] = []  # max-heap (negated): the quieter half of the speech blocks' mean squares
+        self.high: list[float] = []  # min-heap: the louder n - n // 2
+        self.high_sum = 0.0
+        self.n = 0
+
+    def add(self, mean_square: float) -> None:
+        if not mean_square > self.gate:
+            return
+        self.n += 1
+        heapq.heappush(self.high, mean_square)
+        self.high_sum += mean_square
+        if self.low and self.high[0] < -self.low[0]:  # keep every quiet block below every loud one
+            a = heapq.heappop(self.high)
+            b = -heapq.heappushpop(self.low, -a)
+            heapq.heappush(self.high, b)
+            self.high_sum += b - a
+        while len(self.low) < self.n // 2:
+            a = heapq.heappop(self.high)
+            self.high_sum -= a
+            heapq.heappush(self.low, -a)
+
+    def gain_db(self) -> float:
+        n = len(self.high)
+        measured_db = 10 * math.log10(max(self.high_sum, 1e-30) / n) if n else self.level_db
+        level_db = (PRIOR_BLOCKS * self.level_db + n * measured_db) / (PRIOR_BLOCKS + n)
+        return min(self.level_db - level_db, MAX_GAIN_DB)
+
+
+def block_mean_squares(wave16k: np.ndarray) -> np.ndarray:
+    """Mean square of each whole 20 ms block: [len // 320] float64."""
+    n = len(wave16k) // HOP
+    return np.mean(wave16k[:n * HOP].reshape(n, HOP).astype(np.float64) ** 2, axis=1)
 
 
 def normalize_loudness(wave16k: np.ndarray, level_db: float = SPEECH_LEVEL_DB) -> np.ndarray:
-    """The wave scaled so its speech sits at `level_db` dBFS: the RMS over the louder half of its
-    20 ms frames (pauses and silence left out), so a quiet recording, a loud one and another
-    speaker reach the features at one level. Silence (no frame above -80 dBFS) is returned as is;
-    the gain is capped at +40 dB so noise is not blown up to speech level."""
+    """The wave scaled so its speech sits at `level_db` dBFS (`RunningLoudness` over the whole
+    wave): a quiet recording, a loud one and another speaker reach the features at one level."""
     wave16k = np.asarray(wave16k, dtype=np.float32).reshape(-1)
-    n = len(wave16k) // HOP
-    if n == 0:
-        return wave16k
-    rms = np.sqrt(np.mean(wave16k[:n * HOP].reshape(n, HOP).astype(np.float64) ** 2, axis=1))
-    loud = np.sort(rms)[n // 2:]
-    level = float(np.sqrt(np.mean(loud ** 2)))
-    if level < 1e-4:
-        return wave16k
-    gain = min(10 ** (level_db / 20) / level, 100.0)
-    return (wave16k * gain).astype(np.float32)
+    loudness = RunningLoudness(level_db)
+    for ms in block_mean_squares(wave16k):
+        loudness.add(float(ms))
+    return (wave16k * 10 ** (loudness.gain_db() / 20)).astype(np.float32)
 
 
 def extract_features(
@@ -180,7 +228,7 @@ def _mel(wave: np.ndarray, **_: Any) -> np.ndarray:
     power = spec.abs() ** 2
     mel = fb @ power
     logmel = torch.log10(torch.clamp(mel, min=1e-10))
-    logmel = torch.maximum(logmel, logmel.max() - 8.0)
+    logmel = torch.clamp(logmel, min=max(float(logmel.max()), PRIOR_LOG_MAX) - FLOOR_DB)
     logmel = (logmel + 4.0) / 4.0
     n = len(wave) // HOP + 1
     return logmel.T[:n].numpy()

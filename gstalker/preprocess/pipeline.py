@@ -34,7 +34,7 @@ SAMPLE_RATE = 16000
 VAL_FRACTION = 0.1
 SHORT_VIDEO_S = 60.0
 MAX_LOST = 0.20
-STAGE_VERSIONS = {"decode": 2, "landmarks": 1, "pose": 2, "masks": 5, "features": 2, "mouth": 1}  # features 2: loudness-normalised
+STAGE_VERSIONS = {"decode": 2, "landmarks": 1, "pose": 2, "masks": 5, "features": 3, "mouth": 1}  # features 3: loudness gain from speech blocks only
 
 
 # ------------------------------------------------------------------------------- progress
