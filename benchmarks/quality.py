@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     import gstalker  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP
 
     import torch
-    from gstalker.api import GstalkerError, resolve_device
+    from gstalker.api import resolve_device
+    from gstalker.errors import GstalkerError
     from gstalker.evaluate import evaluate, format_table
 
     dev = resolve_device(args.device)

@@ -16,12 +16,14 @@ __version__ = "0.1.0"
 # a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .errors import GstalkerError  # noqa: E402  (no imports of its own)
+
 __all__ = ["Talker", "GstalkerError", "fit", "load", "__version__"]
 
 
 def __getattr__(name):
     # the API pulls in torch; importing it lazily keeps `gstalker --version` instant
-    if name in ("fit", "load", "Talker", "GstalkerError"):
+    if name in ("fit", "load", "Talker"):
         from . import api
 
         return getattr(api, name)

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-
-class GstalkerError(ValueError):
-    """A problem with the user's input or environment; its message is one line naming the fix."""
+from .errors import GstalkerError
+from .serialization import check_writable
 
 
 def resolve_device(device: str) -> torch.device:
@@ -33,17 +31,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(device)
-
-
-def _check_writable(folder: Path, what: str) -> None:
-    if not folder.is_dir():
-        raise GstalkerError(f"{what} folder {folder} does not exist; create it or choose another path")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gstalker-write-test-")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise GstalkerError(f"{what} folder {folder} is not writable ({e.strerror}); choose another path") from None
 
 
 def fit(
@@ -87,19 +74,13 @@ def fit(
             print(f"gstalker: preset {preset} ({'a CUDA GPU' if dev.type == 'cuda' else 'no CUDA GPU'}; "
                   "--preset chooses another)", file=sys.stderr)
     if lpips == "require":  # before hours of preprocessing and training, not after
-        try:
-            LpipsLoss("require", "cpu")
-        except RuntimeError as e:
-            raise GstalkerError(str(e)) from None
-    try:
-        settings = FitSettings.from_preset(preset, iters=iters, size=size, audio_features=audio_features,
-                                           seed=seed, lpips=lpips)
-    except ValueError as e:
-        raise GstalkerError(str(e)) from None
+        LpipsLoss("require", "cpu")
+    settings = FitSettings.from_preset(preset, iters=iters, size=size, audio_features=audio_features,
+                                       seed=seed, lpips=lpips)
     out = Path(out) if out is not None else video.with_suffix(".safetensors")
     if out.is_dir():
         raise GstalkerError(f"output {out} is a directory; give a file name such as {out / (video.stem + '.safetensors')}")
-    _check_writable(out.parent if str(out.parent) else Path("."), "output")
+    check_writable(out.parent if str(out.parent) else Path("."), "output")
     workdir = Path(workdir) if workdir is not None else video.with_name(video.stem + ".gstalker")
     ckpt = workdir / CHECKPOINT
     if resume:
@@ -167,14 +148,10 @@ def mean_frame_psnr(data, limit: int = 200) -> float:
 def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto", size: int | None = None) -> "Talker":
     """Read a model file written by `fit` (no workdir needed) onto `device`: a `Talker`.
     `size`: render square frames of this side instead of the training size."""
-    from .serialization import ModelFileError
     from .talker import TalkerModel
 
     dev = resolve_device(device)
-    try:
-        model, meta = TalkerModel.load(path, dev)
-    except ModelFileError as e:
-        raise GstalkerError(str(e)) from None
+    model, meta = TalkerModel.load(path, dev)
     if size is not None:
         if not 16 <= size <= 4096:
             raise GstalkerError(f"--size must be between 16 and 4096 pixels, got {size}")
@@ -211,13 +188,10 @@ class Talker:
         16000) -> float32 [samples] at 16 kHz mono."""
         import numpy as np
 
-        from .audio import SAMPLE_RATE, AudioError, load_audio
+        from .audio import SAMPLE_RATE, load_audio
 
         if isinstance(audio, (str, os.PathLike)):
-            try:
-                wave = load_audio(audio)
-            except AudioError as e:
-                raise GstalkerError(str(e)) from None
+            wave = load_audio(audio)
         else:
             wave = np.asarray(audio.cpu() if hasattr(audio, "cpu") else audio, dtype=np.float32)
             if wave.ndim == 2:  # [channels, samples] or [samples, channels]
@@ -233,16 +207,13 @@ class Talker:
 
     def codes(self, wave) -> torch.Tensor:
         """16 kHz speech -> smoothed audio codes [T, code_dim], one per 25 fps frame."""
-        from .audio import SAMPLE_RATE, FeatureModelError, extract_features
+        from .audio import SAMPLE_RATE, extract_features
 
         if self.feature_kind == "mel":  # the running definition `stream` shares (gstalker/streaming.py)
             s = self._code_stream()
             return torch.stack([code for _, code in s.push(wave) + s.finish()])
         n = max(1, round(len(wave) * self.fps / SAMPLE_RATE))
-        try:
-            windows = extract_features(wave, self.feature_kind, num_frames=n)
-        except FeatureModelError as e:
-            raise GstalkerError(str(e)) from None
+        windows = extract_features(wave, self.feature_kind, num_frames=n)
         with torch.no_grad():
             return self.model.codes(torch.as_tensor(windows))
 
@@ -301,13 +272,10 @@ class Talker:
         """The speech as given, for the video's audio track: ([channels, samples] float32, rate, layout)."""
         import numpy as np
 
-        from .audio import SAMPLE_RATE, AudioError, load_audio_track
+        from .audio import SAMPLE_RATE, load_audio_track
 
         if isinstance(audio, (str, os.PathLike)):
-            try:
-                return load_audio_track(audio)
-            except AudioError as e:
-                raise GstalkerError(str(e)) from None
+            return load_audio_track(audio)
         track = np.asarray(audio.cpu() if hasattr(audio, "cpu") else audio, dtype=np.float32)
         if track.ndim == 2 and track.shape[0] > track.shape[1]:  # [samples, channels]
             track = track.T
@@ -360,7 +328,7 @@ class Talker:
             out = Path(out)
             if out.is_dir():
                 raise GstalkerError(f"output {out} is a directory; give a file name such as {out / 'out.mp4'}")
-            _check_writable(out.parent if str(out.parent) else Path("."), "output")
+            check_writable(out.parent if str(out.parent) else Path("."), "output")
         self.pose(0, poses)
         wave = self.audio(audio, sample_rate)
         codes = self.codes(wave)

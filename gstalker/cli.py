@@ -1,7 +1,7 @@
 """The `gstalker` command: a thin layer over the Python API.
 
-Every command turns user mistakes into one line on stderr and exit code 2 (`fail`), never a
-traceback from deep inside.
+Every command turns user mistakes (any `GstalkerError`) into one line on stderr and exit code 2
+(`_user_errors`), never a traceback from deep inside.
 """
 
 from __future__ import annotations
@@ -26,6 +26,17 @@ app = typer.Typer(
 def fail(message: str) -> None:
     typer.echo(f"gstalker: error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+@contextmanager
+def _user_errors():
+    """A GstalkerError (every error the user can fix derives from it) -> its one line and exit 2."""
+    from .errors import GstalkerError
+
+    try:
+        yield
+    except GstalkerError as e:
+        fail(str(e))
 
 
 def _version(value: bool) -> None:
@@ -53,10 +64,8 @@ def demo(
     """Render a small random Gaussian scene from a few cameras (checks the rasterizer works)."""
     from .demo import render_demo
 
-    try:
+    with _user_errors():
         paths = render_demo(out, size=size, views=views, device=device)
-    except ValueError as e:
-        fail(str(e))
     for p in paths:
         typer.echo(p)
 
@@ -103,17 +112,13 @@ def preprocess(
     """Turn a video into frames, masks, head poses, landmarks and audio features (cached in --workdir)."""
     import json
 
-    from .preprocess import PreprocessError
     from .preprocess import preprocess as run_preprocess
 
-    with _user_warnings(), _quiet_native_logs():
-        try:
-            wd = run_preprocess(
-                video, workdir, size=size, audio_features=audio_features, start=start, end=end,
-                force=force, progress=True,
-            )
-        except PreprocessError as e:
-            fail(str(e))
+    with _user_warnings(), _quiet_native_logs(), _user_errors():
+        wd = run_preprocess(
+            video, workdir, size=size, audio_features=audio_features, start=start, end=end,
+            force=force, progress=True,
+        )
     meta = json.loads((wd / "meta.json").read_text())
     typer.echo(
         f"{wd}: {meta['num_frames']} frames at {meta['fps']} fps, {meta['size'][0]}x{meta['size'][1]}, "
@@ -155,17 +160,13 @@ def fit(
     end: Optional[float] = typer.Option(None, "--end", help="Use the video up to this time (seconds)."),
 ) -> None:
     """Preprocess a video and train a model of the person in it: one .safetensors file."""
-    from .api import GstalkerError
     from .api import fit as run_fit
-    from .preprocess import PreprocessError
 
-    with _user_warnings(), _quiet_native_logs():
+    with _user_warnings(), _quiet_native_logs(), _user_errors():
         try:
             path = run_fit(video, out, preset=preset, workdir=workdir, iters=iters, size=size,
                            audio_features=audio_features, device=device, resume=resume, seed=seed, lpips=lpips,
                            start=start, end=end, progress=True)
-        except (GstalkerError, PreprocessError) as e:
-            fail(str(e))
         except KeyboardInterrupt:
             wd = workdir or str(Path(video).with_name(Path(video).stem + ".gstalker"))
             typer.echo(f"gstalker: interrupted; the checkpoint is in {wd}. Continue with the same command "
@@ -189,16 +190,13 @@ def speak(
     crf: int = typer.Option(18, "--crf", help="H.264 quality: lower is better and larger (0-51)."),
 ) -> None:
     """Make the model's person say AUDIO: a lip-synced mp4 with the audio muxed in."""
-    from .api import GstalkerError, load
+    from .api import load
 
     if not 0 <= crf <= 51:
         fail(f"--crf must be between 0 and 51, got {crf}")
-    with _user_warnings():
-        try:
-            talker = load(model, device=device, size=size)
-            path = talker.speak(audio, out=out, poses=poses, crf=crf, progress=True)
-        except GstalkerError as e:
-            fail(str(e))
+    with _user_warnings(), _user_errors():
+        talker = load(model, device=device, size=size)
+        path = talker.speak(audio, out=out, poses=poses, crf=crf, progress=True)
     typer.echo(f"{path}: rendered at {talker.last_render_fps:.1f} frames/s (encoding excluded)")
 
 
@@ -215,20 +213,14 @@ def serve(
     delay_ms: Optional[float] = typer.Option(None, "--delay-ms", help="Playback delay on the page (default: the look-ahead + 240 ms to render); frames later than it are dropped."),
 ) -> None:
     """Serve a page where the model's person says a speech file or your microphone, live."""
-    from .api import GstalkerError
-
     if not 0 < port < 65536:
         fail(f"--port must be between 1 and 65535, got {port}")
-    with _user_warnings():
-        try:
-            from .serve import serve as run_serve
+    with _user_warnings(), _user_errors():
+        from .serve import serve as run_serve
 
-            run_serve(model, host=host, port=port, device=device, size=size, max_seconds=max_seconds, max_mb=max_mb,
-                      max_clients=max_clients, delay_ms=delay_ms)
-        except GstalkerError as e:
-            fail(str(e))
-        except OSError as e:
-            fail(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port")
+        # a busy or forbidden port is a GstalkerError too (serve tries to bind it first)
+        run_serve(model, host=host, port=port, device=device, size=size, max_seconds=max_seconds, max_mb=max_mb,
+                  max_clients=max_clients, delay_ms=delay_ms)
 
 
 @app.command(name="eval")
@@ -245,18 +237,15 @@ def eval_(
     lip-motion correlation, render speed and lip sync (av_sync, av_lag, mouth_motion,
     silence_motion) beside baselines. Cross-driven (--audio): lip sync with that speech beside the
     training video's own. Prints a table, writes JSON and a mouth-opening plot (PNG)."""
-    from .api import GstalkerError
     from .evaluate import evaluate, format_table, mouth_plot_path
 
     if out is None:
         out = str(Path(model).with_suffix(".cross.eval.json" if audio else ".eval.json"))
     plot = mouth_plot_path(out)
-    with _user_warnings(), _quiet_native_logs():
+    with _user_warnings(), _quiet_native_logs(), _user_errors():
         try:
             report = evaluate(model, workdir, out=out, video=video, device=device, max_frames=max_frames,
                               progress=True, audio=audio, plot=plot)
-        except GstalkerError as e:
-            fail(str(e))
         except KeyboardInterrupt:
             typer.echo("gstalker: interrupted; nothing written", err=True)
             raise typer.Exit(code=130)

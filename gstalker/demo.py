@@ -47,10 +47,9 @@ def render_demo(out_dir: str | Path, size: int = 256, views: int = 4, device: st
 
     from .kernels import rasterize
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is present; use --device cpu")
+    from .api import resolve_device
+
+    device = resolve_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scene = demo_scene(device=device)

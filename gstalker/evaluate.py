@@ -67,6 +67,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import GstalkerError, first_line
 from .metrics import (MIN_FRAMES, MIN_SILENT_FRAMES, av_sync, loudness_db, mouth_motion, mouth_opening_ratio,
                       silence_motion, silent_frames, silent_spans)
 
@@ -222,7 +223,7 @@ class Lpips:
                 self.net = lpips.LPIPS(net="alex", verbose=False, pnet_rand=not pretrained_backbone).to(device).eval()
         except Exception as e:
             self.net = None
-            self.reason = f"LPIPS could not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''})"
+            self.reason = f"LPIPS could not be loaded ({type(e).__name__}: {first_line(e, 100)})"
 
     @property
     def available(self) -> bool:
@@ -308,7 +309,6 @@ def _open_landmarks(count: int):
 
 
 def _check_pair(talker, pv, model_path, workdir) -> None:
-    from .api import GstalkerError
 
     m_size = [talker.model.height, talker.model.width]
     w_size = [int(v) for v in pv.meta["size"]]
@@ -333,18 +333,17 @@ def _frame_ok(pv) -> torch.Tensor:
 
 
 def _check_outputs(**paths) -> None:
-    from .api import GstalkerError, _check_writable
+    from .serialization import check_writable
 
     for what, path in paths.items():
         if path is not None:
             path = Path(path)
             if path.is_dir():
                 raise GstalkerError(f"{what} output {path} is a directory; give a file name")
-            _check_writable(path.parent if str(path.parent) else Path("."), f"{what} output")
+            check_writable(path.parent if str(path.parent) else Path("."), f"{what} output")
 
 
 def _open_workdir(workdir: Path):
-    from .api import GstalkerError
     from .data import PreprocessedVideo
 
     if not workdir.is_dir():
@@ -356,7 +355,7 @@ def _open_workdir(workdir: Path):
         pv = PreprocessedVideo(workdir, "all", skip_flagged=False)
         _ = pv.meta["val_start"], pv.meta["size"], pv.meta["audio_features"], pv.tracks["viewmats"]
     except (ValueError, KeyError, OSError) as e:
-        raise GstalkerError(f"{workdir} is not a complete preprocessing workdir ({str(e).splitlines()[0][:120]}); "
+        raise GstalkerError(f"{workdir} is not a complete preprocessing workdir ({first_line(e, 120)}); "
                             "give the folder `gstalker preprocess`/`fit` wrote") from None
     return pv
 
@@ -398,7 +397,7 @@ def evaluate(
     Returns the report (see `format_table`); `out` also writes it as JSON. `plot`: the mouth
     figure (PNG) path; None (default) writes it beside `out` as `<out stem>.mouth.png` when `out`
     is given, False writes none. All files atomically. max_frames: only the first N frames."""
-    from .api import GstalkerError, load, resolve_device
+    from .api import load, resolve_device
 
     dev = resolve_device(device)
     model, workdir = Path(model), Path(workdir)
@@ -432,7 +431,6 @@ def mouth_plot_path(report_path: str | os.PathLike) -> Path:
 
 
 def _evaluate_self(talker, pv, dev, video, max_frames, progress, lpips) -> tuple[dict, dict]:
-    from .api import GstalkerError
 
     n, val_start = pv.num_frames, int(pv.meta["val_start"])
     ok = _frame_ok(pv)
@@ -662,7 +660,6 @@ def _metric_rows(table, values, baselines, notes, frames) -> list:
 def _evaluate_cross(talker, pv, dev, audio: Path, video, max_frames, progress) -> tuple[dict, dict]:
     """Render `audio` the way `speak` does (Talker.frames: its codes, training poses played back)
     and measure the rendered mouth against the speech's loudness."""
-    from .api import GstalkerError
     from .encode import Mp4Writer
 
     wave = talker.audio(audio)  # one-line GstalkerError: missing, not audio, under a frame

@@ -14,12 +14,25 @@ from pathlib import Path
 
 import torch
 
+from .errors import GstalkerError, ModelFileError, first_line
+
 FORMAT_VERSION = 2  # 2: the model holds audio_mean and audio_std (format 1 files load as identity)
 META_KEY = "gstalker"
 
 
-class ModelFileError(ValueError):
-    """A model or checkpoint file that cannot be read; the message names the file and the fix."""
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Raise a one-line GstalkerError unless files can be created in `folder` (tried with a
+    temporary file): before minutes of work whose output would have nowhere to go. `what` names
+    the folder in the message ("output", "report output")."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GstalkerError(f"{what} folder {folder} does not exist; create it or choose another path")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gstalker-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise GstalkerError(f"{what} folder {folder} is not writable ({e.strerror}); choose another path") from None
 
 
 @contextmanager
@@ -64,7 +77,7 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu", kind:
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises several types for truncated or foreign files
-        raise ModelFileError(f"{path} is not a readable safetensors file (truncated or another format): {_short(e)}") from None
+        raise ModelFileError(f"{path} is not a readable safetensors file (truncated or another format): {first_line(e)}") from None
     if META_KEY not in header:
         raise ModelFileError(f"{path} is a safetensors file but not a gstalker {kind} (no '{META_KEY}' metadata)")
     try:
@@ -104,7 +117,3 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, prefix: str, tensors:
             state.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
-
-def _short(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:160] if text else type(e).__name__

@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .api import GstalkerError, Talker
+from .api import Talker
+from .errors import GstalkerError, first_line
 from .streaming import SAMPLES_PER_FRAME, CodeStream
 
 SAMPLE_RATE = 16000
@@ -59,14 +60,14 @@ def decode_upload(path: Path, max_seconds: float) -> np.ndarray:
     header's duration before decoding, and while decoding (headers can lie or be absent)."""
     import av
 
-    from .audio.io import AudioError, _short
+    from .errors import AudioError
 
     if path.stat().st_size == 0:
         raise GstalkerError("the file is empty; choose a recording of speech")
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
-        raise GstalkerError(f"not an audio or video file ({_short(e)}); choose a wav, mp3, m4a, flac or a video")
+        raise GstalkerError(f"not an audio or video file ({first_line(e)}); choose a wav, mp3, m4a, flac or a video")
     with container:
         if not container.streams.audio:
             raise GstalkerError("the file has no audio track; choose a recording of speech")
@@ -91,7 +92,7 @@ def decode_upload(path: Path, max_seconds: float) -> np.ndarray:
                                         f"{_clock(max_seconds)} (gstalker serve --max-seconds)")
             chunks += [out.to_ndarray().mean(0) for out in resampler.resample(None)]
         except (av.error.FFmpegError, AudioError) as e:
-            raise GstalkerError(f"corrupt or truncated audio ({_short(e)})") from None
+            raise GstalkerError(f"corrupt or truncated audio ({first_line(e)})") from None
     wave = np.clip(np.concatenate(chunks).astype(np.float32), -1, 1) if chunks else np.zeros(0, np.float32)
     if len(wave) < SAMPLES_PER_FRAME:
         raise GstalkerError(f"the file holds {len(wave) / SAMPLE_RATE * 1000:.0f} ms of audio, less than one "

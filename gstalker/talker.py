@@ -19,7 +19,8 @@ from torch import nn
 from . import __version__
 from .kernels import rasterize
 from .model import AudioSmoother, FaceDeformation, GaussianModel, Gaussians, TorsoDeformation
-from .serialization import ModelFileError, load_file, save_file
+from .errors import ModelFileError, first_line
+from .serialization import load_file, save_file
 
 DEFAULT_CONFIG = {
     "channels": 3,
@@ -187,5 +188,5 @@ class TalkerModel(nn.Module):
         try:
             model = cls.from_state(tensors, meta["config"])
         except (KeyError, RuntimeError, ValueError) as e:
-            raise ModelFileError(f"{path}: the model's tensors do not match its config ({str(e).splitlines()[0][:120]})") from None
+            raise ModelFileError(f"{path}: the model's tensors do not match its config ({first_line(e, 120)})") from None
         return model.to(device), meta

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import GstalkerError, UnavailableError
 from .model import GaussianModel, Gaussians, neighbour_index
 from .progress import Progress
 from .serialization import load_file, load_optimizer_state, optimizer_state, save_file
@@ -80,18 +81,18 @@ class FitSettings:
     @classmethod
     def from_preset(cls, preset: str, iters: int | None = None, size: int | None = None, **kw) -> "FitSettings":
         if preset not in PRESETS:
-            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+            raise GstalkerError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         sched = dict(PRESETS[preset])
         static, deform = sched.pop("static_iters"), sched.pop("deform_iters")
         if iters is not None:
             if iters < 2:
-                raise ValueError(f"--iters must be at least 2, got {iters}")
+                raise GstalkerError(f"--iters must be at least 2, got {iters}")
             static = max(1, round(iters * static / (static + deform)))
             deform = iters - static
         size = size or sched.pop("size")
         sched.pop("size", None)
         if size < 32 or size > 2048:
-            raise ValueError(f"--size must be between 32 and 2048 pixels, got {size}")
+            raise GstalkerError(f"--size must be between 32 and 2048 pixels, got {size}")
         return cls(preset=preset, size=size, static_iters=static, deform_iters=deform, schedule=sched, **kw)
 
 
@@ -253,7 +254,7 @@ class LpipsLoss:
             self.reason = f"AlexNet weights for LPIPS are not available ({type(e).__name__}); " \
                           "put alexnet-owt-7be5be79.pth in ~/.cache/torch/hub/checkpoints to enable it"
             if mode == "require":
-                raise RuntimeError(f"--lpips require: {self.reason}") from None
+                raise UnavailableError(f"--lpips require: {self.reason}") from None
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """a, b: [H, W, 3] in [0, 1] -> scalar."""

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import torch
 
+from ..errors import FeatureModelError, first_line
 from .io import SAMPLE_RATE
 
 FEATURE_RATE = 50  # feature frames per second, all kinds
@@ -40,10 +41,6 @@ DEFAULT_MODELS = {
     "wav2vec2": "facebook/wav2vec2-base-960h",
 }
 ENV_VARS = {"hubert": "GSTALKER_HUBERT_MODEL", "wav2vec2": "GSTALKER_WAV2VEC2_MODEL"}
-
-
-class FeatureModelError(RuntimeError):
-    """A pretrained speech model is not available (not cached and not downloadable)."""
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -286,9 +283,8 @@ def load_speech_model(kind: str, model: Any = None):
             try:
                 m = AutoModel.from_pretrained(name)
             except Exception as e:
-                first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
                 raise FeatureModelError(
-                    f"audio features {kind!r} need the model {name}: the download failed ({first}); "
+                    f"audio features {kind!r} need the model {name}: the download failed ({first_line(e)}); "
                     + _how_to_get(kind, name)
                 ) from None
     finally:

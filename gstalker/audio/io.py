@@ -8,11 +8,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import AudioError, first_line
+
 SAMPLE_RATE = 16000
-
-
-class AudioError(ValueError):
-    """The audio could not be read (missing file, no audio stream, corrupt data)."""
 
 
 def load_audio(
@@ -40,7 +38,7 @@ def load_audio(
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
-        raise AudioError(f"{path}: not an audio or video file FFmpeg can read ({_short(e)})") from None
+        raise AudioError(f"{path}: not an audio or video file FFmpeg can read ({first_line(e)})") from None
     with container:
         if not container.streams.audio:
             raise AudioError(f"{path}: has no audio stream")
@@ -59,7 +57,7 @@ def load_audio(
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().mean(0))
         except av.error.FFmpegError as e:
-            raise AudioError(f"{path}: corrupt or truncated audio ({_short(e)})") from None
+            raise AudioError(f"{path}: corrupt or truncated audio ({first_line(e)})") from None
     wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if origin is not None and first_time is not None:
         shift = int(round((first_time - origin) * sample_rate))
@@ -87,7 +85,7 @@ def load_audio_track(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
-        raise AudioError(f"{path}: not an audio or video file FFmpeg can read ({_short(e)})") from None
+        raise AudioError(f"{path}: not an audio or video file FFmpeg can read ({first_line(e)})") from None
     with container:
         if not container.streams.audio:
             raise AudioError(f"{path}: has no audio stream")
@@ -100,7 +98,7 @@ def load_audio_track(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
                 chunks += [out.to_ndarray() for out in resampler.resample(frame)]
             chunks += [out.to_ndarray() for out in resampler.resample(None)]
         except av.error.FFmpegError as e:
-            raise AudioError(f"{path}: corrupt or truncated audio ({_short(e)})") from None
+            raise AudioError(f"{path}: corrupt or truncated audio ({first_line(e)})") from None
         channels, rate, layout = len(stream.layout.channels), stream.rate, stream.layout.name
     track = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else np.zeros((channels, 0), np.float32)
     return np.clip(track, -1.0, 1.0), rate, layout
@@ -120,7 +118,3 @@ def save_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPL
         w.writeframes(pcm.tobytes())
     os.replace(tmp, path)
 
-
-def _short(e: Exception) -> str:
-    s = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return s[:200]

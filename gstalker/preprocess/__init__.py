@@ -6,7 +6,7 @@
 See `gstalker.data.PreprocessedVideo` to read the result.
 """
 
-from .errors import PreprocessError, PreprocessWarning
+from ..errors import PreprocessError, PreprocessWarning
 from .pipeline import FPS, SAMPLE_RATE, preprocess
 
 __all__ = ["FPS", "PreprocessError", "PreprocessWarning", "SAMPLE_RATE", "preprocess"]

@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import PreprocessError, PreprocessWarning
+from ..errors import PreprocessError, PreprocessWarning
 from .video import VideoInfo, iter_frames
 
 SCAN_SAMPLES = 100  # frames looked at to place the crop

@@ -26,7 +26,7 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 from ..progress import Progress
 from . import cache as C
 from .crop import find_crop
-from .errors import PreprocessError, PreprocessWarning
+from ..errors import PreprocessError, PreprocessWarning
 from .video import MIN_SECONDS, iter_frames, probe
 
 FPS = 25
@@ -77,7 +77,7 @@ def _warn(msg: str) -> None:
 def _stage_decode(video, info, wd, size, start, end, prog):
     from torchvision.io import encode_jpeg
 
-    from ..audio import AudioError, load_audio, save_wav
+    from ..audio import load_audio, save_wav
 
     hint = int((end - start) * FPS) if math.isfinite(end) else 2500
     scan = prog.task("find face", hint)
@@ -106,10 +106,7 @@ def _stage_decode(video, info, wd, size, start, end, prog):
             )
     if n / FPS < MIN_SECONDS:
         raise PreprocessError(f"{video}: only {n / FPS:.2f} s of video decode; at least {MIN_SECONDS:g} s are needed")
-    try:
-        wave = load_audio(video, SAMPLE_RATE, origin=info.t0, start=start)
-    except AudioError as e:
-        raise PreprocessError(str(e)) from None
+    wave = load_audio(video, SAMPLE_RATE, origin=info.t0, start=start)
     need = n * SAMPLE_RATE // FPS
     if len(wave) < need - SAMPLE_RATE:
         _warn(f"{video}: the audio ends {(need - len(wave)) / SAMPLE_RATE:.1f} s before the video; padded with silence")
@@ -282,11 +279,11 @@ def preprocess(
 ) -> Path:
     """Preprocess `video` into `workdir` (see the module docs and docs/preprocess.md); returns the
     workdir. Finished stages are reused when the video and settings are unchanged; `force`
-    redoes everything. `start`/`end` (seconds) trim the video. Raises PreprocessError (a
-    ValueError) with a one-line message on bad input; a workdir this call created is removed
+    redoes everything. `start`/`end` (seconds) trim the video. Raises a GstalkerError
+    (PreprocessError, AudioError, FeatureModelError) with a one-line message on bad input; a workdir this call created is removed
     again on failure. `progress`: show rich progress bars on stderr (default: when stderr is a
     terminal)."""
-    from ..audio import FeatureModelError, feature_kinds
+    from ..audio import feature_kinds
 
     video = Path(video).expanduser()
     wd = Path(workdir).expanduser()
@@ -340,10 +337,7 @@ def preprocess(
         feat_stage = f"features-{audio_features}"
         feat_done = stages.is_done(feat_stage, fp_feat, _features_file(wd, audio_features))
         if audio_features in DEFAULT_MODELS and not feat_done:  # fail now, not after minutes of work
-            try:
-                load_speech_model(audio_features)
-            except FeatureModelError as e:
-                raise PreprocessError(str(e)) from None
+            load_speech_model(audio_features)
 
         if not stages.is_done("decode", fp_dec, wd / C.FRAMES, wd / C.AUDIO, wd / C.CACHE / "decode.json"):
             (wd / C.META).unlink(missing_ok=True)  # incomplete until assembled again
@@ -394,10 +388,7 @@ def preprocess(
         if not stages.is_done(feat_stage, fp_feat, _features_file(wd, audio_features)):
             (wd / C.META).unlink(missing_ok=True)
             t = time.perf_counter()
-            try:
-                _stage_features(wd, n, audio_features, prog)
-            except FeatureModelError as e:
-                raise PreprocessError(str(e)) from None
+            _stage_features(wd, n, audio_features, prog)
             timings["features"] = time.perf_counter() - t
             stages.mark(feat_stage, fp_feat)
             ran.append(feat_stage)

@@ -9,14 +9,9 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from .errors import PreprocessError
+from ..errors import PreprocessError, first_line
 
 MIN_SECONDS = 2.0
-
-
-def _short(e: Exception) -> str:
-    s = str(e).strip()
-    return (s.splitlines()[0] if s else type(e).__name__)[:200]
 
 
 @dataclass
@@ -51,7 +46,7 @@ def probe(path: Path) -> VideoInfo:
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
-        raise PreprocessError(f"{path}: not a video FFmpeg can read, or corrupt/truncated ({_short(e)})") from None
+        raise PreprocessError(f"{path}: not a video FFmpeg can read, or corrupt/truncated ({first_line(e)})") from None
     with container:
         if not container.streams.video:
             raise PreprocessError(f"{path}: has no video stream")
@@ -65,7 +60,7 @@ def probe(path: Path) -> VideoInfo:
                 first = frame
                 break
         except av.error.FFmpegError as e:
-            raise PreprocessError(f"{path}: corrupt or truncated video, the first frame does not decode ({_short(e)})") from None
+            raise PreprocessError(f"{path}: corrupt or truncated video, the first frame does not decode ({first_line(e)})") from None
         if first is None:
             raise PreprocessError(f"{path}: corrupt or truncated video, no frame decodes")
         rot = int(round((first.rotation or 0) / 90.0)) % 4 * 90
@@ -125,7 +120,7 @@ def iter_frames(
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
-        raise PreprocessError(f"{path}: not a video FFmpeg can read ({_short(e)})") from None
+        raise PreprocessError(f"{path}: not a video FFmpeg can read ({first_line(e)})") from None
     with container:
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
@@ -165,7 +160,7 @@ def iter_frames(
                 prev = (t, frame)
         except av.error.FFmpegError as e:
             raise PreprocessError(
-                f"{path}: corrupt or truncated video, decoding failed near {prev[0] if prev else 0:.1f} s ({_short(e)})"
+                f"{path}: corrupt or truncated video, decoding failed near {prev[0] if prev else 0:.1f} s ({first_line(e)})"
             ) from None
         if prev is not None:
             fdur = float(prev[1].duration * prev[1].time_base) if prev[1].duration and prev[1].time_base else prev_dur
