@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from ._backend import HAS_TRITON
-from .projection import tile_grid, tile_rects
+from .projection import TILE, tile_grid, tile_rects
 
 SORT_BLOCK = 128
 
@@ -51,10 +51,10 @@ def _tile_hit_torch(means2d, conics, opacities, tx, ty):
     an edge, where q is a 1-D quadratic minimised in closed form.
     """
     A, B, C = conics[:, 0], conics[:, 1], conics[:, 2]
-    x0 = tx.to(A.dtype) * 16 + 0.5 - means2d[:, 0]
-    x1 = x0 + 15.0
-    y0 = ty.to(A.dtype) * 16 + 0.5 - means2d[:, 1]
-    y1 = y0 + 15.0
+    x0 = tx.to(A.dtype) * TILE + 0.5 - means2d[:, 0]  # the tile's first and last pixel centres
+    x1 = x0 + (TILE - 1)
+    y0 = ty.to(A.dtype) * TILE + 0.5 - means2d[:, 1]
+    y1 = y0 + (TILE - 1)
     q = torch.full_like(A, float("inf"))
     for xe in (x0, x1):  # vertical edges: x fixed, best y
         y = torch.minimum(torch.maximum(-B * xe / C, y0), y1)
@@ -101,8 +101,9 @@ if HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
-    def _rect(means2d_ptr, radii_ptr, offs, m, tiles_x, tiles_y):
-        """`tile_rects` in the kernel (the same float ops: x 1/16 is exact like / 16): the first
+    def _rect(means2d_ptr, radii_ptr, offs, m, tiles_x, tiles_y, TILE: tl.constexpr):
+        """`tile_rects` in the kernel (the same float ops: x 1/TILE is exact like / TILE for a
+        power of two): the first
         tile (x0, y0), the rectangle's width in tiles and its number of tiles; 0 where radius 0."""
         u = tl.load(means2d_ptr + offs * 2 + 0, mask=m, other=0.0)
         v = tl.load(means2d_ptr + offs * 2 + 1, mask=m, other=0.0)
@@ -110,10 +111,11 @@ if HAS_TRITON:
         r = rad.to(tl.float32)
         fx = tiles_x + 0.0  # (not .to: an int argument equal to 1 arrives as a constexpr)
         fy = tiles_y + 0.0
-        x0 = tl.minimum(tl.maximum(tl.floor((u - r) * 0.0625), 0.0), fx).to(tl.int32)
-        x1 = tl.minimum(tl.maximum(tl.ceil((u + r) * 0.0625), 0.0), fx).to(tl.int32)
-        y0 = tl.minimum(tl.maximum(tl.floor((v - r) * 0.0625), 0.0), fy).to(tl.int32)
-        y1 = tl.minimum(tl.maximum(tl.ceil((v + r) * 0.0625), 0.0), fy).to(tl.int32)
+        inv = 1.0 / TILE
+        x0 = tl.minimum(tl.maximum(tl.floor((u - r) * inv), 0.0), fx).to(tl.int32)
+        x1 = tl.minimum(tl.maximum(tl.ceil((u + r) * inv), 0.0), fx).to(tl.int32)
+        y0 = tl.minimum(tl.maximum(tl.floor((v - r) * inv), 0.0), fy).to(tl.int32)
+        y1 = tl.minimum(tl.maximum(tl.ceil((v + r) * inv), 0.0), fy).to(tl.int32)
         on = rad > 0
         rw = tl.where(on, x1 - x0, 0)
         count = rw * tl.where(on, y1 - y0, 0)
@@ -141,13 +143,13 @@ if HAS_TRITON:
         return mx, my, A, B, C, q_max
 
     @triton.jit
-    def _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL: tl.constexpr):
+    def _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL: tl.constexpr, TILE: tl.constexpr):
         """Same test as `_tile_hit_torch`: can the Gaussian reach 1/255 inside tile (tx, ty)?"""
         if CULL:
-            x0 = tx.to(tl.float32) * 16.0 + 0.5 - mx
-            x1 = x0 + 15.0
-            y0 = ty.to(tl.float32) * 16.0 + 0.5 - my
-            y1 = y0 + 15.0
+            x0 = tx.to(tl.float32) * (TILE * 1.0) + 0.5 - mx
+            x1 = x0 + (TILE - 1.0)
+            y0 = ty.to(tl.float32) * (TILE * 1.0) + 0.5 - my
+            y1 = y0 + (TILE - 1.0)
             y = tl.minimum(tl.maximum(-B * x0 / C, y0), y1)
             q = A * x0 * x0 + 2.0 * B * x0 * y + C * y * y
             y = tl.minimum(tl.maximum(-B * x1 / C, y0), y1)
@@ -164,16 +166,16 @@ if HAS_TRITON:
 
     @triton.jit
     def _tile_count_kernel(means2d_ptr, radii_ptr, conics_ptr, opac_ptr, tile_counts_ptr, N, tiles_x, tiles_y,
-                           BLOCK: tl.constexpr, CULL: tl.constexpr):
+                           BLOCK: tl.constexpr, CULL: tl.constexpr, TILE: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
-        x0, y0, rw, count = _rect(means2d_ptr, radii_ptr, offs, m, tiles_x, tiles_y)
+        x0, y0, rw, count = _rect(means2d_ptr, radii_ptr, offs, m, tiles_x, tiles_y, TILE)
         rw = tl.maximum(rw, 1)
         mx, my, A, B, C, q_max = _gaussian_2d(means2d_ptr, conics_ptr, opac_ptr, offs, m, CULL)
         for k in range(0, tl.max(count)):
             tx = x0 + k % rw
             ty = y0 + k // rw
-            hit = (k < count) & _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL)
+            hit = (k < count) & _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL, TILE)
             tl.atomic_add(tile_counts_ptr + ty * tiles_x + tx, 1, mask=hit, sem="relaxed")
 
     @triton.jit
@@ -197,14 +199,15 @@ if HAS_TRITON:
 
     @triton.jit
     def _tile_scatter_kernel(means2d_ptr, radii_ptr, conics_ptr, opac_ptr, depths_ptr, cursor_ptr, ranges_ptr,
-                             keys_ptr, N, tiles_x, tiles_y, BLOCK: tl.constexpr, CULL: tl.constexpr):
+                             keys_ptr, N, tiles_x, tiles_y, BLOCK: tl.constexpr, CULL: tl.constexpr,
+                             TILE: tl.constexpr):
         """Writes each hit's key at its tile's cursor. Writes stop at the tile's end from the count
         pass: if the two passes ever disagreed (the same float test, compiled twice), a surplus hit
         is dropped rather than written into the next tile's bucket; a missing one leaves its slot
         past the tile's cursor, which the sort cuts off the tile's range."""
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
-        x0, y0, rw, count = _rect(means2d_ptr, radii_ptr, offs, m, tiles_x, tiles_y)
+        x0, y0, rw, count = _rect(means2d_ptr, radii_ptr, offs, m, tiles_x, tiles_y, TILE)
         rw = tl.maximum(rw, 1)
         mx, my, A, B, C, q_max = _gaussian_2d(means2d_ptr, conics_ptr, opac_ptr, offs, m, CULL)
         # depths of visible Gaussians are >= 0.01, so their float bits sort like the floats
@@ -213,7 +216,7 @@ if HAS_TRITON:
         for k in range(0, tl.max(count)):
             tx = x0 + k % rw
             ty = y0 + k // rw
-            hit = (k < count) & _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL)
+            hit = (k < count) & _tile_hit(mx, my, A, B, C, q_max, tx, ty, CULL, TILE)
             tile = ty * tiles_x + tx
             # relaxed: each hit needs a slot of its own, not an order against other memory
             pos = tl.atomic_add(cursor_ptr + tile, 1, mask=hit, sem="relaxed")
@@ -337,7 +340,7 @@ def bin_tiles_triton(means2d, radii, depths, width, height, conics=None, opaciti
     grid = (triton.cdiv(n, BIN_BLOCK),)
     if n:
         _tile_count_kernel[grid](means2d, radii, *gauss2d, tile_counts, n, tiles_x, tiles_y,
-                                 BLOCK=BIN_BLOCK, CULL=cull, num_warps=4)
+                                 BLOCK=BIN_BLOCK, CULL=cull, TILE=TILE, num_warps=4)
     buckets = torch.empty(num_tiles, 2, device=dev, dtype=torch.int32)
     cursor = torch.empty(num_tiles, device=dev, dtype=torch.int32)
     stats = torch.empty(2, device=dev, dtype=torch.int32)
@@ -353,7 +356,7 @@ def bin_tiles_triton(means2d, radii, depths, width, height, conics=None, opaciti
     depths = depths.detach().float().contiguous()
     _tile_scatter_kernel[grid](
         means2d, radii, *gauss2d, depths, cursor, buckets, keys, n, tiles_x, tiles_y,
-        BLOCK=BIN_BLOCK, CULL=cull, num_warps=4,
+        BLOCK=BIN_BLOCK, CULL=cull, TILE=TILE, num_warps=4,
     )
     if merge:
         return _sort_by_merges(keys, buckets, cursor, tile_counts, total, longest, num_tiles)
@@ -419,10 +422,11 @@ def gpu_launches():
     i32 = "*i32"
     front = {"radii_ptr": i32}
     return [
-        Launch("_tile_count_kernel", {"BLOCK": BIN_BLOCK, "CULL": True}, 4, {**front, "tile_counts_ptr": i32}),
+        Launch("_tile_count_kernel", {"BLOCK": BIN_BLOCK, "CULL": True, "TILE": TILE}, 4,
+               {**front, "tile_counts_ptr": i32}),
         Launch("_tile_scan_kernel", {"BLOCK": SCAN_BLOCK}, 4,
                {"counts_ptr": i32, "buckets_ptr": i32, "cursor_ptr": i32, "stats_ptr": i32}),
-        Launch("_tile_scatter_kernel", {"BLOCK": BIN_BLOCK, "CULL": True}, 4,
+        Launch("_tile_scatter_kernel", {"BLOCK": BIN_BLOCK, "CULL": True, "TILE": TILE}, 4,
                {**front, "cursor_ptr": i32, "ranges_ptr": i32, "keys_ptr": "*i64"}),
         Launch("_tile_rank_sort_kernel", {"BLOCK": RANK_BLOCK, "CHUNK": RANK_CHUNK}, 4,
                {"keys_ptr": "*i64", "buckets_ptr": i32, "cursor_ptr": i32, "ids_ptr": i32, "ranges_ptr": i32}),

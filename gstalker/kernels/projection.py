@@ -16,10 +16,14 @@ import torch
 
 from ._backend import HAS_TRITON
 
-TILE = 16
-NEAR = 0.01
-LOWPASS = 0.3
+# The rasterizer's fixed numbers (docs/conventions.md), defined here only: the torch twins read
+# them, and every Triton kernel that needs one receives it as a tl.constexpr (`CONSTEXPRS`), so a
+# change here reaches both backends.
+TILE = 16  # tile side, pixels
+NEAR = 0.01  # camera-space z under which a Gaussian is culled
+LOWPASS = 0.3  # added to the 2D covariance's diagonal (pixels^2): every Gaussian covers a pixel
 FOV_CLAMP = 1.3  # as 3DGS: x/z, y/z clamped to 1.3x the half field of view inside J
+CONSTEXPRS = {"TILE": TILE, "NEAR": NEAR, "LOWPASS": LOWPASS, "FOV_CLAMP": FOV_CLAMP}
 
 
 def tile_grid(width: int, height: int) -> tuple[int, int]:
@@ -137,7 +141,7 @@ if HAS_TRITON:
         means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr,
         means2d_ptr, conics_ptr, depths_ptr, radii_ptr,
         N, width, height, tiles_x, tiles_y,
-        BLOCK: tl.constexpr,
+        BLOCK: tl.constexpr, TILE: tl.constexpr, NEAR: tl.constexpr, LOWPASS: tl.constexpr, FOV_CLAMP: tl.constexpr,
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
@@ -145,7 +149,7 @@ if HAS_TRITON:
          w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
          V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22,
          j00, j02, j11, j12, tx, ty, clamped_x, clamped_y, a, b, c) = _forward_parts(
-            means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height)
+            means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height, NEAR, LOWPASS, FOV_CLAMP)
         det = a * c - b * b
         valid = valid & (det > 0)
         det = tl.where(valid, det, 1.0)
@@ -155,10 +159,11 @@ if HAS_TRITON:
         mid = 0.5 * (a + c)
         lam = mid + tl.sqrt_rn(tl.maximum(mid * mid - det, 0.0))
         radius = tl.ceil(3.0 * tl.sqrt_rn(lam))
-        x0 = tl.minimum(tl.maximum(tl.floor((u - radius) / 16.0), 0.0), tiles_x * 1.0)
-        x1 = tl.minimum(tl.maximum(tl.ceil((u + radius) / 16.0), 0.0), tiles_x * 1.0)
-        y0 = tl.minimum(tl.maximum(tl.floor((v - radius) / 16.0), 0.0), tiles_y * 1.0)
-        y1 = tl.minimum(tl.maximum(tl.ceil((v + radius) / 16.0), 0.0), tiles_y * 1.0)
+        side = TILE * 1.0
+        x0 = tl.minimum(tl.maximum(tl.floor((u - radius) / side), 0.0), tiles_x * 1.0)
+        x1 = tl.minimum(tl.maximum(tl.ceil((u + radius) / side), 0.0), tiles_x * 1.0)
+        y0 = tl.minimum(tl.maximum(tl.floor((v - radius) / side), 0.0), tiles_y * 1.0)
+        y1 = tl.minimum(tl.maximum(tl.ceil((v + radius) / side), 0.0), tiles_y * 1.0)
         valid = valid & (x1 > x0) & (y1 > y0)
 
         tl.store(means2d_ptr + offs * 2 + 0, tl.where(valid, u, 0.0), mask=m)
@@ -188,10 +193,11 @@ if HAS_TRITON:
         return w, x, y, z, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22
 
     @triton.jit
-    def _jacobian(x, y, z, fx, fy, width, height):
-        """J's non-zero entries at camera point (x, y, z), with x/z and y/z clamped to 1.3 FOV."""
-        lim_x = 1.3 * 0.5 * width / fx
-        lim_y = 1.3 * 0.5 * height / fy
+    def _jacobian(x, y, z, fx, fy, width, height, FOV_CLAMP: tl.constexpr):
+        """J's non-zero entries at camera point (x, y, z), with x/z and y/z clamped to FOV_CLAMP x
+        the half field of view."""
+        lim_x = FOV_CLAMP * 0.5 * width / fx
+        lim_y = FOV_CLAMP * 0.5 * height / fy
         ux = x / z
         uy = y / z
         clamped_x = (ux < -lim_x) | (ux > lim_x)
@@ -236,7 +242,8 @@ if HAS_TRITON:
         return V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22
 
     @triton.jit
-    def _forward_parts(means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height):
+    def _forward_parts(means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height,
+                       NEAR: tl.constexpr, LOWPASS: tl.constexpr, FOV_CLAMP: tl.constexpr):
         """Loads a block of Gaussians and runs the projection up to the 2D covariance (a, b, c),
         returning every intermediate the backward needs (the forward ignores most of them)."""
         r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy = _camera(view_ptr, K_ptr)
@@ -246,7 +253,7 @@ if HAS_TRITON:
         x = r00 * mx + r01 * my + r02 * mz + t0
         y = r10 * mx + r11 * my + r12 * mz + t1
         z_raw = r20 * mx + r21 * my + r22 * mz + t2
-        valid = m & (z_raw >= 0.01)
+        valid = m & (z_raw >= NEAR)
         z = tl.where(valid, z_raw, 1.0)
         qw = tl.load(quats_ptr + offs * 4 + 0, mask=m, other=1.0)
         qx = tl.load(quats_ptr + offs * 4 + 1, mask=m, other=0.0)
@@ -259,10 +266,10 @@ if HAS_TRITON:
         V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_cov(
             R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
             r00, r01, r02, r10, r11, r12, r20, r21, r22)
-        j00, j02, j11, j12, tx, ty, clamped_x, clamped_y = _jacobian(x, y, z, fx, fy, width, height)
-        a = j00 * j00 * V00 + 2.0 * j00 * j02 * V02 + j02 * j02 * V22 + 0.3
+        j00, j02, j11, j12, tx, ty, clamped_x, clamped_y = _jacobian(x, y, z, fx, fy, width, height, FOV_CLAMP)
+        a = j00 * j00 * V00 + 2.0 * j00 * j02 * V02 + j02 * j02 * V22 + LOWPASS
         b = j00 * j11 * V01 + j00 * j12 * V02 + j02 * j11 * V12 + j02 * j12 * V22
-        c = j11 * j11 * V11 + 2.0 * j11 * j12 * V12 + j12 * j12 * V22 + 0.3
+        c = j11 * j11 * V11 + 2.0 * j11 * j12 * V12 + j12 * j12 * V22 + LOWPASS
         return (r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, cx, cy, x, y, z, z_raw, valid,
                 w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
                 V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22,
@@ -274,7 +281,7 @@ if HAS_TRITON:
         g_means2d_ptr, g_conics_ptr,
         g_means_ptr, g_quats_ptr, g_scales_ptr,
         N, width, height,
-        BLOCK: tl.constexpr,
+        BLOCK: tl.constexpr, NEAR: tl.constexpr, LOWPASS: tl.constexpr, FOV_CLAMP: tl.constexpr,
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
@@ -282,7 +289,7 @@ if HAS_TRITON:
          w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
          V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22,
          j00, j02, j11, j12, tx, ty, clamped_x, clamped_y, a, b, c) = _forward_parts(
-            means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height)
+            means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height, NEAR, LOWPASS, FOV_CLAMP)
         # culled Gaussians get no gradient (and their det may be 0)
         valid = m & (tl.load(radii_ptr + offs, mask=m, other=0) > 0)
         det = tl.where(valid, a * c - b * b, 1.0)
@@ -384,13 +391,16 @@ if HAS_TRITON:
 
 _BLOCK = 128
 _WARPS = 4
+# the backward needs no tile size (radii come from the forward)
+_BWD_CONSTEXPRS = {k: v for k, v in CONSTEXPRS.items() if k != "TILE"}
 
 
 def gpu_launches():
     """The projection launches as made on CUDA (see `_backend.Launch`)."""
     from ._backend import Launch
 
-    return [Launch(k, {"BLOCK": _BLOCK}, _WARPS, {"radii_ptr": "*i32"}) for k in ("_project_fwd_kernel", "_project_bwd_kernel")]
+    return [Launch("_project_fwd_kernel", {"BLOCK": _BLOCK, **CONSTEXPRS}, _WARPS, {"radii_ptr": "*i32"}),
+            Launch("_project_bwd_kernel", {"BLOCK": _BLOCK, **_BWD_CONSTEXPRS}, _WARPS, {"radii_ptr": "*i32"})]
 
 
 class _ProjectGaussians(torch.autograd.Function):
@@ -408,7 +418,7 @@ class _ProjectGaussians(torch.autograd.Function):
             tiles_x, tiles_y = tile_grid(width, height)
             _project_fwd_kernel[(triton.cdiv(n, _BLOCK),)](
                 means3d, quats, scales, viewmat, K, means2d, conics, depths, radii,
-                n, width, height, tiles_x, tiles_y, BLOCK=_BLOCK, num_warps=_WARPS,
+                n, width, height, tiles_x, tiles_y, BLOCK=_BLOCK, num_warps=_WARPS, **CONSTEXPRS,
             )
         ctx.save_for_backward(means3d, quats, scales, viewmat, K, radii)
         ctx.size = (width, height)
@@ -427,7 +437,7 @@ class _ProjectGaussians(torch.autograd.Function):
             _project_bwd_kernel[(triton.cdiv(n, _BLOCK),)](
                 means3d, quats, scales, viewmat, K, radii,
                 g_means2d.contiguous(), g_conics.contiguous(), g_means, g_quats, g_scales,
-                n, width, height, BLOCK=_BLOCK, num_warps=_WARPS,
+                n, width, height, BLOCK=_BLOCK, num_warps=_WARPS, **_BWD_CONSTEXPRS,
             )
         return g_means, g_quats, g_scales, None, None, None, None
 
