@@ -174,7 +174,7 @@ class Talker:
         self.model, self.meta, self.backend = model, meta, backend
         self.feature_kind = meta["audio_features"]["kind"]
         self.last_render_fps: float | None = None
-        self._cache = model.inference_cache()
+        self._cache = model.inference_cache(backend)
 
     @property
     def size(self) -> tuple[int, int]:

@@ -89,23 +89,26 @@ class TalkerModel(nn.Module):
         return self
 
     @torch.no_grad()
-    def inference_cache(self) -> dict:
+    def inference_cache(self, backend: str = "auto") -> dict:
         """What does not change from frame to frame once training is over: the deformation fields'
         spatial first layers ([N, hidden] each). Pass it to `render` to skip the hash grids."""
         g = self.gaussians
-        return {"face": self.face.spatial_hidden(g.head.means), "torso": self.torso.spatial_hidden(g.torso.means)}
+        return {"face": self.face.spatial_hidden(g.head.means, backend),
+                "torso": self.torso.spatial_hidden(g.torso.means, backend)}
 
-    def deform(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, cache: dict | None = None):
+    def deform(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, cache: dict | None = None,
+               backend: str = "auto"):
         """The frame's Gaussians: (head, torso) keyword arguments for `rasterize`, the head deformed
-        by the audio code and eye, the torso by the head pose. code None: the static Gaussians."""
+        by the audio code and eye, the torso by the head pose. code None: the static Gaussians.
+        `backend` runs the hash grids (the rasterizer gets its own in `rasterize`)."""
         g = self.gaussians
         if code is None:
             return g.head.render_args(), g.torso.render_args()
         cache = cache or {}
         means = g.head.means.detach() if self.config.get("detach_deform_input", False) else g.head.means
         head_deltas = self.face(means, code, torch.as_tensor(eye, device=self.device).reshape(1),
-                                spatial_hidden=cache.get("face"))
-        torso_deltas = self.torso(g.torso.means, viewmat, spatial_hidden=cache.get("torso"))
+                                spatial_hidden=cache.get("face"), backend=backend)
+        torso_deltas = self.torso(g.torso.means, viewmat, spatial_hidden=cache.get("torso"), backend=backend)
         return g.head.render_args(head_deltas), g.torso.render_args(torso_deltas)
 
     def rasterize(self, head: dict, torso: dict, viewmat: torch.Tensor, K: torch.Tensor | None = None,
@@ -135,7 +138,7 @@ class TalkerModel(nn.Module):
         """One frame. code: [code_dim] smoothed audio code (None with deform=False), viewmat: [4, 4]
         head pose, eye: scalar eye openness, cache: `inference_cache()` (inference only).
         Returns `rasterize`'s dict."""
-        head, torso = self.deform(code if deform else None, viewmat, eye, cache)
+        head, torso = self.deform(code if deform else None, viewmat, eye, cache, backend=backend)
         return self.rasterize(head, torso, viewmat, backend=backend)
 
     def normalize_audio(self, windows: torch.Tensor) -> torch.Tensor:

@@ -386,7 +386,7 @@ class Trainer:
         self._update_lr()
         code = self.code(i) if deform else None
         viewmat = self.data.viewmats[i]
-        head, torso = self.model.deform(code, viewmat, self.data.eyes[i])
+        head, torso = self.model.deform(code, viewmat, self.data.eyes[i], backend=self.backend)
         out = self.model.rasterize(head, torso, viewmat, backend=self.backend)
         mouth = self.render_mouth(i, head)
         out["head_meta"]["means2d"].retain_grad()

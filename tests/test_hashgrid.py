@@ -164,10 +164,9 @@ def test_triplane_encoder_triton_matches_torch_and_clamps():
                             [5.0, 0.2, -0.3], [0.1, -7.0, 0.4], [0.3, 0.2, 9.0], [-2.0, 2.0, 3.0]])
     results = []
     for backend in ("torch", "triton"):
-        enc.backend = backend
         enc.zero_grad()
         x = pos.clone().requires_grad_(True)
-        out = enc(x)
+        out = enc(x, backend=backend)
         w = torch.randn(out.shape, generator=torch.Generator().manual_seed(8)).to(out.device)
         (out * w).sum().backward()
         results.append((out.detach(), x.grad, enc.tables.grad.clone()))
@@ -178,12 +177,13 @@ def test_triplane_encoder_triton_matches_torch_and_clamps():
     torch.testing.assert_close(gx_k, gx_t, rtol=1e-4, atol=1e-3)
     # plane order: features [0:4] come from (x, y) only, [4:8] from (y, z), [8:12] from (x, z)
     probe = torch.tensor([[0.3, -0.2, 0.5], [0.3, -0.2, -0.9]], device=DEVICE)
-    feats = enc(probe)
+    feats = enc(probe, backend="triton")
     torch.testing.assert_close(feats[0, :4], feats[1, :4])
     assert not torch.allclose(feats[0, 4:], feats[1, 4:])
     # outside the box: clamped onto its faces, and no gradient along the clamped axis
     far = torch.tensor([[5.0, 0.2, -0.3]], device=DEVICE)
-    torch.testing.assert_close(enc(far), enc(torch.tensor([[1.0, 0.2, -0.3]], device=DEVICE)))
+    torch.testing.assert_close(enc(far, backend="triton"),
+                               enc(torch.tensor([[1.0, 0.2, -0.3]], device=DEVICE), backend="triton"))
     assert gx_k[4, 0] == 0 and gx_k[4, 1] != 0
     assert gx_k[1].abs().min() > 0  # exactly on the box's corner: still a gradient
 

@@ -113,6 +113,23 @@ def test_inference_cache_changes_nothing(model_path):
     torch.testing.assert_close(talker.render(code, viewmat, eye), plain, atol=1e-6, rtol=1e-5)
 
 
+def test_the_backend_reaches_the_hash_grids(model_path, monkeypatch):
+    """`gstalker.load(path, backend=...)` runs every kernel on that backend, the hash grids
+    included (the encoders used to keep the backend they were built with, "auto": Triton on
+    CUDA whatever the caller asked for)."""
+    from gstalker.kernels import hashgrid
+
+    asked = []
+    resolve = hashgrid.resolve_backend
+    monkeypatch.setattr(hashgrid, "resolve_backend", lambda backend, device: asked.append(backend) or resolve(backend, device))
+    talker = gstalker.load(model_path, device="cpu", backend="torch")  # the hash grids run once, for the cache
+    code = talker.codes(talker.audio(np.zeros(16000, np.float32)))[0]
+    viewmat, eye = talker.pose(0)
+    with torch.no_grad():
+        talker.model.render(code, viewmat, eye, backend="torch")  # no cache: the hash grids run per frame
+    assert asked == ["torch"] * 4, asked
+
+
 def test_speak_at_another_size(model_path, speech, tmp_path):
     out = tmp_path / "big.mp4"
     save_wav(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)

@@ -423,7 +423,9 @@ class TriPlaneEncoder(nn.Module):
     with its own table. All three run in one kernel launch each way.
 
     Parameters: ``tables [3, L, T, F]`` initialised uniform in [-1e-4, 1e-4] (instant-ngp).
-    forward(positions [N, 3]) -> features [N, 3*L*F] float32 (plane-major, then level-major).
+    forward(positions [N, 3], backend="auto") -> features [N, 3*L*F] float32 (plane-major, then
+    level-major). The backend comes with each call, as for every kernel, so one model can run
+    on either (the encoder keeps none of its own).
 
     ``check`` (default True) scans the positions for NaN/inf on every call, a host
     synchronisation on a GPU; the deformation fields, which encode their own Gaussians every
@@ -439,7 +441,6 @@ class TriPlaneEncoder(nn.Module):
         base_resolution: int = 64,
         finest_resolution: int = 512,
         log2_table_size: int = 14,
-        backend: str = "auto",
         check: bool = True,
     ):
         super().__init__()
@@ -452,7 +453,6 @@ class TriPlaneEncoder(nn.Module):
         self.resolutions = level_resolutions(n_levels, base_resolution, finest_resolution)
         self.n_levels, self.n_features = n_levels, n_features
         self.table_size = 2**log2_table_size
-        self.backend = backend
         self.check = check
         self.tables = nn.Parameter(torch.empty(3, n_levels, self.table_size, n_features).uniform_(-1e-4, 1e-4))
 
@@ -464,11 +464,11 @@ class TriPlaneEncoder(nn.Module):
         """positions [N, 3] -> [N, 3], the box mapped to [0, 1]^3 (the grids clamp what lies outside)."""
         return (positions - self.bound_min) / (self.bound_max - self.bound_min)
 
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, backend: str = "auto") -> torch.Tensor:
         check_tensor("positions", positions, (None, 3), finite=self.check)
         coords = self.normalize(positions.to(self.tables.dtype)).contiguous()
         # positions were checked above (or not, by choice); the tables are not re-scanned every call
-        return _hashgrid_planes(coords, self.tables, self.resolutions, TRIPLANE_AXES, self.backend, check_values=False)
+        return _hashgrid_planes(coords, self.tables, self.resolutions, TRIPLANE_AXES, backend, check_values=False)
 
     def extra_repr(self) -> str:
         return (

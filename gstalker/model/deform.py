@@ -132,13 +132,13 @@ class FaceDeformation(nn.Module):
         self.encoder = _make_encoder(encoder, encoder_kwargs)
         self.mlp = _DeformMLP(self.encoder.out_dim, audio_dim + eye_dim, hidden, n_hidden_layers)
 
-    def spatial_hidden(self, means: torch.Tensor) -> torch.Tensor:
+    def spatial_hidden(self, means: torch.Tensor, backend: str = "auto") -> torch.Tensor:
         """The audio-independent part of the first layer, [N, hidden]: constant for fixed Gaussians,
         so inference computes it once instead of running the hash grids every frame."""
-        return self.mlp.spatial_in(self.encoder(means))
+        return self.mlp.spatial_in(self.encoder(means, backend))
 
     def forward(self, means: torch.Tensor, audio: torch.Tensor, eye: torch.Tensor,
-                spatial_hidden: torch.Tensor | None = None) -> Deltas:
+                spatial_hidden: torch.Tensor | None = None, backend: str = "auto") -> Deltas:
         eye = torch.as_tensor(eye, dtype=means.dtype, device=means.device)
         if eye.dim() == 0:
             eye = eye.reshape(1)
@@ -154,7 +154,7 @@ class FaceDeformation(nn.Module):
         cond = torch.cat([audio, eye], dim=-1)
         if spatial_hidden is not None:
             return self.mlp(None, cond, spatial_hidden)
-        return self.mlp(self.encoder(means), cond)
+        return self.mlp(self.encoder(means, backend), cond)
 
 
 class TorsoDeformation(nn.Module):
@@ -207,14 +207,15 @@ class TorsoDeformation(nn.Module):
         p = (pose_to_6d(viewmat.to(self.pose_center), self.pose_reference) - self.pose_center) / self.pose_scale
         return positional_encoding(p, self.pose_freqs)
 
-    def spatial_hidden(self, means: torch.Tensor) -> torch.Tensor:
+    def spatial_hidden(self, means: torch.Tensor, backend: str = "auto") -> torch.Tensor:
         """The pose-independent part of the first layer, [N, hidden] (see FaceDeformation)."""
-        return self.mlp.spatial_in(self.encoder(means))
+        return self.mlp.spatial_in(self.encoder(means, backend))
 
-    def forward(self, means: torch.Tensor, viewmat: torch.Tensor, spatial_hidden: torch.Tensor | None = None) -> Deltas:
+    def forward(self, means: torch.Tensor, viewmat: torch.Tensor, spatial_hidden: torch.Tensor | None = None,
+                backend: str = "auto") -> Deltas:
         if viewmat.shape != (4, 4):
             raise ValueError(f"viewmat must have shape [4, 4], got {list(viewmat.shape)}")
         cond = self.pose_features(viewmat).detach()
         if spatial_hidden is not None:
             return self.mlp(None, cond, spatial_hidden)
-        return self.mlp(self.encoder(means), cond)
+        return self.mlp(self.encoder(means, backend), cond)
