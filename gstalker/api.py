@@ -61,8 +61,8 @@ def fit(
     """
     from .data import PreprocessedVideo
     from .preprocess import preprocess
-    from .train import (CHECKPOINT, FitSettings, LpipsLoss, Trainer, TrainData, checkpoint_settings, default_preset,
-                        run_training)
+    from .metrics import Lpips, mean_frame_psnr
+    from .train import CHECKPOINT, FitSettings, Trainer, TrainData, checkpoint_settings, default_preset, run_training
 
     video = Path(video)
     if lpips not in ("off", "on", "require"):
@@ -74,7 +74,7 @@ def fit(
             print(f"gstalker: preset {preset} ({'a CUDA GPU' if dev.type == 'cuda' else 'no CUDA GPU'}; "
                   "--preset chooses another)", file=sys.stderr)
     if lpips == "require":  # before hours of preprocessing and training, not after
-        LpipsLoss("require", "cpu")
+        Lpips("cpu", "require", download=True)
     settings = FitSettings.from_preset(preset, iters=iters, size=size, audio_features=audio_features,
                                        seed=seed, lpips=lpips)
     out = Path(out) if out is not None else video.with_suffix(".safetensors")
@@ -122,27 +122,12 @@ def fit(
         "total_seconds": round(time.monotonic() - t0, 1),
         "heldout_psnr": round(summary["psnr"], 3),
         "heldout_frames": summary["frames"],
-        "baseline_psnr": round(mean_frame_psnr(data), 3),
+        "baseline_psnr": round(mean_frame_psnr(lambda i: data.frame(i)[0], data.train_ids, data.val_ids), 3),
         "device": str(dev),
         "gaussians": {"head": len(trainer.model.gaussians.head), "torso": len(trainer.model.gaussians.torso)},
     }
     trainer.model.save(out, summary)
     return out
-
-
-@torch.no_grad()
-def mean_frame_psnr(data, limit: int = 200) -> float:
-    """PSNR of the mean training frame against the held-out frames: the baseline a model must beat."""
-    from .train import psnr
-
-    ids = data.train_ids
-    if len(ids) > limit:
-        ids = ids[torch.linspace(0, len(ids) - 1, limit).round().long()]
-    mean = torch.stack([data.frame(i)[0] for i in ids.tolist()]).mean(0)
-    val = data.val_ids.tolist() or data.train_ids.tolist()
-    if len(val) > limit:
-        val = val[:: max(1, len(val) // limit)]
-    return float(sum(psnr(mean, data.frame(i)[0]) for i in val) / len(val))
 
 
 def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto", size: int | None = None) -> "Talker":

@@ -68,8 +68,9 @@ import torch
 import torch.nn.functional as F
 
 from .errors import GstalkerError, first_line
-from .metrics import (MIN_FRAMES, MIN_SILENT_FRAMES, av_sync, loudness_db, mouth_motion, mouth_opening_ratio,
-                      silence_motion, silent_frames, silent_spans)
+from .metrics import (MIN_FRAMES, MIN_SILENT_FRAMES, Lpips, av_sync, correlation, face_box,
+                      lmd, loudness_db, mean_frame, mouth_motion, mouth_opening, mouth_opening_ratio, psnr,
+                      silence_motion, silent_frames, silent_spans, ssim)
 
 SCHEMA = "gstalker.eval/1"
 
@@ -93,151 +94,13 @@ SYNC_METRICS = METRICS[-4:]
 # cross-driven: no ground-truth frames, so only what needs none
 CROSS_METRICS = SYNC_METRICS + (("render_fps", "frames/s", "higher"),)
 
-# MediaPipe face mesh: the 40 points of FACEMESH_LIPS (outer and inner lip contours)
-MOUTH = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269,
-         270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
-# upper / lower inner-lip points facing each other: centre, and either side of it
-INNER_LIP_PAIRS = ((13, 14), (82, 87), (312, 317))
-
 # a correlation over fewer frames (0.4 s, a syllable or two) says nothing about lip sync
 LIP_CORR_MIN_FRAMES = 10
-
-LPIPS_WEIGHTS = "alexnet-owt-7be5be79.pth"
 
 # landmarks are found on frames upscaled to at least this short side (the mesh is coarse at 128 px)
 LANDMARK_MIN_SIDE = 384
 # speech whose peak stays under this (-60 dBFS) is silence, not speech
 SILENT_PEAK = 1e-3
-
-
-# ------------------------------------------------------------------------------------- metrics
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1] (any shape); MSE floored at 1e-10 (100 dB)."""
-    mse = float(F.mse_loss(a.double(), b.double()))
-    return 10 * math.log10(1.0 / max(mse, 1e-10))
-
-
-def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> float:
-    """Mean SSIM of two [H, W, C] images (Wang et al. 2004): Gaussian window `window` x `window`
-    with std `sigma`, C1 = (0.01 L)^2, C2 = (0.03 L)^2, valid positions only (no padding), each
-    channel separately, then averaged. Both sides must be at least `window` pixels."""
-    if a.shape != b.shape or a.dim() != 3:
-        raise ValueError(f"ssim needs two [H, W, C] images of one shape, got {list(a.shape)} and {list(b.shape)}")
-    H, W, C = a.shape
-    if H < window or W < window:
-        raise ValueError(f"ssim needs images of at least {window}x{window} pixels, got {H}x{W}")
-    x = a.double().permute(2, 0, 1)[None]
-    y = b.double().permute(2, 0, 1)[None]
-    k = _gaussian_window(window, sigma).to(x.device).expand(C, 1, window, window)
-
-    def blur(t):
-        return F.conv2d(t, k, groups=C)
-
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return float(s.mean())
-
-
-def lmd(pred, ref) -> float:
-    """Mean L2 distance (pixels) between the mouth landmarks of two sets of face-mesh landmarks:
-    pred, ref [T, 478, 2] (or [478, 2]); ref may also be one [478, 2] set for all frames."""
-    p = torch.tensor(np.array(pred, dtype=np.float64))[..., MOUTH, :2]
-    r = torch.tensor(np.array(ref, dtype=np.float64))[..., MOUTH, :2]
-    return float((p - r).norm(dim=-1).mean())
-
-
-def mouth_opening(landmarks) -> np.ndarray:
-    """Inner-lip gap in pixels of face-mesh landmarks [T, 478, 2] -> [T] (mean of three
-    upper/lower point pairs)."""
-    lm = np.asarray(landmarks, dtype=np.float64)
-    gaps = [np.linalg.norm(lm[..., u, :2] - lm[..., d, :2], axis=-1) for u, d in INNER_LIP_PAIRS]
-    return np.mean(gaps, axis=0)
-
-
-def correlation(x, y, min_points: int = 3) -> float | None:
-    """Pearson correlation of two series, or None when undefined (under `min_points` points, or
-    either series constant)."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) != len(y):
-        raise ValueError(f"series differ in length: {len(x)} and {len(y)}")
-    if len(x) < max(3, min_points):
-        return None
-    x, y = x - x.mean(), y - y.mean()
-    den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
-    if den < 1e-12:
-        return None
-    return float((x * y).sum() / den)
-
-
-def face_box(landmarks, height: int, width: int, margin: float = 0.1, min_size: int = 16) -> tuple[slice, slice]:
-    """(rows, cols) of the face box: the landmarks' [N, 2] bounding box grown by `margin` of its
-    size on each side, at least `min_size` pixels (SSIM's window fits), clipped to the image."""
-    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
-    (x0, y0), (x1, y1) = lm.min(0), lm.max(0)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    hw = max((x1 - x0) * (1 + 2 * margin), min_size) / 2
-    hh = max((y1 - y0) * (1 + 2 * margin), min_size) / 2
-    min_size = min(min_size, width, height)
-
-    def span(c, h, n):
-        lo, hi = int(math.floor(c - h)), int(math.ceil(c + h))
-        lo, hi = max(0, lo), min(n, hi)
-        if hi - lo < min_size:  # at an image edge: slide inwards
-            lo, hi = (0, min_size) if lo == 0 else (n - min_size, n)
-        return slice(lo, hi)
-
-    return span(cy, hh, height), span(cx, hw, width)
-
-
-class Lpips:
-    """LPIPS 0.1 (AlexNet) when the backbone weights are on disk; `available` / `reason` say
-    whether it can be used. Nothing is downloaded."""
-
-    def __init__(self, device: torch.device | str = "cpu", pretrained_backbone: bool = True):
-        self.net = None
-        self.reason = ""
-        path = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_WEIGHTS
-        if pretrained_backbone and not path.is_file():
-            self.reason = f"AlexNet weights not found ({path}); put {LPIPS_WEIGHTS} there to enable LPIPS"
-            return
-        try:
-            import warnings
-
-            import lpips
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.net = lpips.LPIPS(net="alex", verbose=False, pnet_rand=not pretrained_backbone).to(device).eval()
-        except Exception as e:
-            self.net = None
-            self.reason = f"LPIPS could not be loaded ({type(e).__name__}: {first_line(e, 100)})"
-
-    @property
-    def available(self) -> bool:
-        return self.net is not None
-
-    @torch.no_grad()
-    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> float:
-        """a, b: [H, W, 3] in [0, 1] -> LPIPS distance."""
-        dev = next(self.net.parameters()).device
-
-        def to(x):
-            return x.float().to(dev).permute(2, 0, 1)[None] * 2 - 1
-
-        return float(self.net(to(a), to(b)).mean())
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -481,7 +344,7 @@ def _render_tail(talker, pv, dev, first, last, ok, lp, video, wave, progress) ->
 
     n, val_start = pv.num_frames, int(pv.meta["val_start"])
     H, W = pv.size
-    mean_frame = _mean_training_frame(pv, ok, val_start)
+    mean_train = mean_frame(pv.frame, [k for k in range(val_start) if ok[k]] or range(val_start))
     # audio codes of the span (neighbours beyond it included, so codes match the whole clip's)
     att = int(talker.model.config.get("att_window", 8))
     lo, hi = max(0, first - att), min(n, last + att + 1)
@@ -519,7 +382,7 @@ def _render_tail(talker, pv, dev, first, last, ok, lp, video, wave, progress) ->
                     diff = ((fake - real).abs() * 4).clamp(0, 1)
                     writer.write((torch.cat([real, fake, diff], 1) * 255).round().byte().numpy())
                 if ok[k]:
-                    _score_frame(t, k - first, fake, real, mean_frame, pv.tracks["landmarks"][k], lp, fms)
+                    _score_frame(t, k - first, fake, real, mean_train, pv.tracks["landmarks"][k], lp, fms)
                 bar.advance(1)
     except BaseException:
         if writer is not None:
@@ -533,16 +396,6 @@ def _render_tail(talker, pv, dev, first, last, ok, lp, video, wave, progress) ->
     return t
 
 
-def _mean_training_frame(pv, ok, val_start: int) -> torch.Tensor:
-    H, W = pv.size
-    train = [k for k in range(val_start) if ok[k]] or list(range(val_start))
-    pick = np.unique(np.linspace(0, len(train) - 1, min(200, len(train))).round().astype(int))
-    mean_frame = torch.zeros(H, W, 3, dtype=torch.float64)
-    for i in pick:
-        mean_frame += pv.frame(train[i])
-    return (mean_frame / len(pick)).float()
-
-
 def _score_frame(t: dict, i: int, fake, real, mean_frame, real_tracked_lm, lp, fms) -> None:
     H, W = real.shape[:2]
     rows_, cols_ = face_box(real_tracked_lm, H, W)
@@ -552,7 +405,7 @@ def _score_frame(t: dict, i: int, fake, real, mean_frame, real_tracked_lm, lp, f
         dst["psnr_face"].append(psnr(img[rows_, cols_], real[rows_, cols_]))
         dst["ssim_face"].append(ssim(img[rows_, cols_], real[rows_, cols_]))
         if lp.available:
-            dst["lpips"].append(lp(img, real))
+            dst["lpips"].append(float(lp(img, real)))
     if fms is not None:
         a, b = fms[0](fake), fms[1](real)
         t["lost_fake"] += a is None

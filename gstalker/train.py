@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import GstalkerError, UnavailableError
+from .errors import GstalkerError
+from .metrics import Lpips, box_slices, psnr
 from .model import GaussianModel, Gaussians, neighbour_index
 from .progress import Progress
 from .serialization import load_file, load_optimizer_state, optimizer_state, save_file
@@ -233,50 +233,6 @@ def build_model(data: TrainData, settings: FitSettings, feature_meta: dict, gene
     return model.to(data.device)
 
 
-class LpipsLoss:
-    """LPIPS (AlexNet) when its backbone weights are available; `mode` off | on | require."""
-
-    def __init__(self, mode: str, device, pretrained: bool = True):
-        self.net = None
-        self.reason = ""
-        if mode == "off":
-            self.reason = "turned off (--lpips off)"
-            return
-        try:
-            import lpips
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.net = lpips.LPIPS(net="alex", verbose=False, pnet_rand=not pretrained).to(device).eval()
-            for p in self.net.parameters():
-                p.requires_grad_(False)
-        except Exception as e:  # offline: torchvision cannot fetch AlexNet's weights
-            self.reason = f"AlexNet weights for LPIPS are not available ({type(e).__name__}); " \
-                          "put alexnet-owt-7be5be79.pth in ~/.cache/torch/hub/checkpoints to enable it"
-            if mode == "require":
-                raise UnavailableError(f"--lpips require: {self.reason}") from None
-
-    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """a, b: [H, W, 3] in [0, 1] -> scalar."""
-        to = lambda x: x.permute(2, 0, 1)[None] * 2 - 1  # noqa: E731
-        return self.net(to(a), to(b)).mean()
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(F.mse_loss(a, b))
-    return 10 * math.log10(1.0 / max(mse, 1e-10))
-
-
-def _box(box, height: int, width: int, pad: float = 0.0, min_size: int = 16):
-    x0, y0, x1, y1 = [float(v) for v in box]
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    hw = max((x1 - x0) * (1 + pad), min_size) / 2
-    hh = max((y1 - y0) * (1 + pad), min_size) / 2
-    xa, xb = int(max(0, cx - hw)), int(min(width, cx + hw))
-    ya, yb = int(max(0, cy - hh)), int(min(height, cy + hh))
-    return slice(ya, max(yb, ya + 1)), slice(xa, max(xb, xa + 1))
-
-
 class Trainer:
     """Holds the model, optimisers and generators; `step()` runs one iteration of the current stage."""
 
@@ -295,7 +251,7 @@ class Trainer:
         self._history: list[list[float]] = []  # [step, loss, psnr]
         self._pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # not yet read back from the device
         self._ndc_scales: dict[tuple[int, int], torch.Tensor] = {}
-        self.lpips = LpipsLoss(settings.lpips, data.device, pretrained=lpips_pretrained)
+        self.lpips = Lpips(data.device, settings.lpips, download=True, pretrained_backbone=lpips_pretrained)
 
     @property
     def total_iters(self) -> int:
@@ -351,10 +307,10 @@ class Trainer:
             if deform and self.lpips.net is not None:
                 loss = loss + LOSS_WEIGHTS["lpips"] * self.lpips(mouth["image"] * head, crop * head)
         elif deform:
-            rows, cols = _box(self.data.lip_boxes[i], self.data.height, self.data.width)
+            rows, cols = box_slices(self.data.lip_boxes[i], self.data.height, self.data.width)
             loss = loss + LOSS_WEIGHTS["lip"] * (out["image"][rows, cols] - image[rows, cols]).abs().mean()
             if self.lpips.net is not None:
-                rows, cols = _box(self.data.lip_boxes[i], self.data.height, self.data.width, pad=2.0, min_size=32)
+                rows, cols = box_slices(self.data.lip_boxes[i], self.data.height, self.data.width, pad=2.0, min_size=32)
                 loss = loss + LOSS_WEIGHTS["lpips"] * self.lpips(out["image"][rows, cols], image[rows, cols])
         return loss, image
 

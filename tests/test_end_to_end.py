@@ -101,10 +101,10 @@ def test_fit_refuses_an_unwritable_output_before_training(smoke_model, tmp_path)
 
 
 def test_fit_lpips_require_fails_early_when_weights_are_missing(tmp_path):
-    from gstalker.train import LpipsLoss
+    from gstalker.metrics import Lpips
 
     try:
-        LpipsLoss("require", "cpu")
+        Lpips("cpu", "require", download=True)
         pytest.skip("AlexNet weights are available here")
     except RuntimeError:
         pass

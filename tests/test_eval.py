@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from gstalker import evaluate as ev
+from gstalker import metrics as M
 from gstalker.cli import app
 from cli_errors import one_line_error
 
@@ -25,19 +26,19 @@ def test_psnr_of_a_known_noise_level():
     a = torch.full((16, 16, 3), 0.5)
     sign = torch.ones(16, 16, 3)
     sign[::2] = -1
-    assert ev.psnr(a, a + 0.1 * sign) == pytest.approx(20.0, abs=1e-5)  # MSE 0.01
-    assert ev.psnr(a, a + 0.05 * sign) == pytest.approx(20 - 20 * math.log10(0.5), abs=1e-5)  # 26.02 dB
-    assert ev.psnr(a, a) == pytest.approx(100.0)  # MSE floored at 1e-10
+    assert M.psnr(a, a + 0.1 * sign) == pytest.approx(20.0, abs=1e-5)  # MSE 0.01
+    assert M.psnr(a, a + 0.05 * sign) == pytest.approx(20 - 20 * math.log10(0.5), abs=1e-5)  # 26.02 dB
+    assert M.psnr(a, a) == pytest.approx(100.0)  # MSE floored at 1e-10
 
 
 def test_ssim_identical_constant_and_a_naive_reference():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(20, 24, 3, generator=g)
-    assert ev.ssim(x, x) == pytest.approx(1.0, abs=1e-12)
+    assert M.ssim(x, x) == pytest.approx(1.0, abs=1e-12)
     # constant images: no variance, so SSIM is the luminance term alone
     c1, c2, C1 = 0.2, 0.6, 0.01**2
     expected = (2 * c1 * c2 + C1) / (c1**2 + c2**2 + C1)
-    assert ev.ssim(torch.full((12, 12, 3), c1, dtype=torch.float64), torch.full((12, 12, 3), c2, dtype=torch.float64)) == pytest.approx(expected, rel=1e-12)
+    assert M.ssim(torch.full((12, 12, 3), c1, dtype=torch.float64), torch.full((12, 12, 3), c2, dtype=torch.float64)) == pytest.approx(expected, rel=1e-12)
     # a structured case against a per-window loop written from the paper's definition
     y = (x + 0.2 * torch.rand(20, 24, 3, generator=g)).clamp(0, 1)
     w = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
@@ -52,52 +53,52 @@ def test_ssim_identical_constant_and_a_naive_reference():
                 vp, vq = (w * (p - mp) ** 2).sum(), (w * (q - mq) ** 2).sum()
                 cov = (w * (p - mp) * (q - mq)).sum()
                 vals.append((2 * mp * mq + C1) * (2 * cov + 0.03**2) / ((mp**2 + mq**2 + C1) * (vp + vq + 0.03**2)))
-    assert ev.ssim(x, y) == pytest.approx(float(np.mean(vals)), abs=1e-10)
-    assert ev.ssim(x, y) == pytest.approx(ev.ssim(y, x), abs=1e-12) and ev.ssim(x, y) < 0.99
+    assert M.ssim(x, y) == pytest.approx(float(np.mean(vals)), abs=1e-10)
+    assert M.ssim(x, y) == pytest.approx(M.ssim(y, x), abs=1e-12) and M.ssim(x, y) < 0.99
     with pytest.raises(ValueError, match="at least 11x11"):
-        ev.ssim(torch.zeros(8, 30, 3), torch.zeros(8, 30, 3))
+        M.ssim(torch.zeros(8, 30, 3), torch.zeros(8, 30, 3))
 
 
 def test_lmd_of_shifted_landmarks_and_the_mouth_points():
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
 
-    assert sorted(ev.MOUTH) == sorted({i for edge in FACEMESH_LIPS for i in edge}) and len(ev.MOUTH) == 40
+    assert sorted(M.MOUTH) == sorted({i for edge in FACEMESH_LIPS for i in edge}) and len(M.MOUTH) == 40
     lm = np.random.default_rng(0).uniform(0, 128, (5, 478, 2))
     shifted = lm.copy()
-    shifted[:, list(ev.MOUTH)] += (3.0, 4.0)
-    assert ev.lmd(shifted, lm) == pytest.approx(5.0)
+    shifted[:, list(M.MOUTH)] += (3.0, 4.0)
+    assert M.lmd(shifted, lm) == pytest.approx(5.0)
     elsewhere = lm.copy()
     elsewhere[:, 33] += 50  # an eye corner: not a mouth point
-    assert ev.lmd(elsewhere, lm) == 0.0
-    assert ev.lmd(shifted, lm.mean(0)) == pytest.approx(ev.lmd(shifted, np.broadcast_to(lm.mean(0), lm.shape)))
+    assert M.lmd(elsewhere, lm) == 0.0
+    assert M.lmd(shifted, lm.mean(0)) == pytest.approx(M.lmd(shifted, np.broadcast_to(lm.mean(0), lm.shape)))
 
 
 def test_mouth_opening_and_correlation():
     lm = np.zeros((4, 478, 2))
     gaps = np.array([1.0, 3.0, 2.0, 5.0])
-    for u, d in ev.INNER_LIP_PAIRS:
+    for u, d in M.INNER_LIP_PAIRS:
         lm[:, d, 1] = gaps
-    assert np.allclose(ev.mouth_opening(lm), gaps)
-    assert ev.correlation(gaps, 2 * gaps + 7) == pytest.approx(1.0)
-    assert ev.correlation(gaps, -gaps) == pytest.approx(-1.0)
-    assert ev.correlation(gaps, np.ones(4)) is None  # a still mouth: undefined, not 0
-    assert ev.correlation(gaps[:2], gaps[:2]) is None
+    assert np.allclose(M.mouth_opening(lm), gaps)
+    assert M.correlation(gaps, 2 * gaps + 7) == pytest.approx(1.0)
+    assert M.correlation(gaps, -gaps) == pytest.approx(-1.0)
+    assert M.correlation(gaps, np.ones(4)) is None  # a still mouth: undefined, not 0
+    assert M.correlation(gaps[:2], gaps[:2]) is None
 
 
 def test_face_box():
     lm = np.array([[40.0, 50.0], [80.0, 100.0]])
-    rows, cols = ev.face_box(lm, 128, 128)
+    rows, cols = M.face_box(lm, 128, 128)
     assert (cols.start, cols.stop, rows.start, rows.stop) == (36, 84, 45, 105)  # 10% of the size each side
-    rows, cols = ev.face_box(np.array([[0.0, 125.0], [2.0, 127.0]]), 128, 128)  # tiny, in a corner
+    rows, cols = M.face_box(np.array([[0.0, 125.0], [2.0, 127.0]]), 128, 128)  # tiny, in a corner
     assert cols.stop - cols.start == 16 and rows.stop - rows.start == 16 and cols.start == 0 and rows.stop == 128
 
 
 def test_lpips_only_with_its_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    lp = ev.Lpips()
-    assert not lp.available and ev.LPIPS_WEIGHTS in lp.reason
+    lp = M.Lpips()
+    assert not lp.available and M.LPIPS_WEIGHTS in lp.reason
     # the plumbing with a random backbone (tests only: never a reported number)
-    lp = ev.Lpips(pretrained_backbone=False)
+    lp = M.Lpips(pretrained_backbone=False)
     x = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0))
     assert lp.available and lp(x, x) == pytest.approx(0.0, abs=1e-6) and lp(x, 1 - x) > 0
 
@@ -306,17 +307,17 @@ def test_eval_default_report_path_and_api_with_lpips(tiny):
     default = tiny["model"].with_suffix(".eval.json")
     assert json.loads(default.read_text())["frames"] == 1
     report = ev.evaluate(tiny["model"], tiny["workdir"], device="cpu", max_frames=2, progress=False,
-                         lpips=ev.Lpips(pretrained_backbone=False))  # random backbone: plumbing only
+                         lpips=M.Lpips(pretrained_backbone=False))  # random backbone: plumbing only
     lp = ev.metric(report, "lpips")
     assert lp["frames"] == 2 and lp["value"] >= 0 and lp["baseline"] >= 0 and lp["note"] is None
     # the mean-frame baseline is the PSNR of the mean training frame, as `fit` reports it
-    from gstalker.api import mean_frame_psnr
     from gstalker.data import PreprocessedVideo
+    from gstalker.metrics import mean_frame_psnr
     from gstalker.train import TrainData
 
     data = TrainData(PreprocessedVideo(tiny["workdir"], "all"), torch.device("cpu"))
-    data.val_ids = data.val_ids[:2]
-    assert ev.metric(report, "psnr")["baseline"] == pytest.approx(mean_frame_psnr(data), abs=1e-3)
+    fit_baseline = mean_frame_psnr(lambda i: data.frame(i)[0], data.train_ids, data.val_ids[:2])
+    assert ev.metric(report, "psnr")["baseline"] == pytest.approx(fit_baseline, abs=1e-3)
 
 
 def test_flagged_tail_frames_are_rendered_but_not_scored(tiny, tmp_path):

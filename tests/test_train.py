@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gstalker.talker import TalkerModel
-from gstalker.train import FitSettings, Trainer, TrainData, psnr, run_training
+from gstalker.metrics import psnr
+from gstalker.train import FitSettings, Trainer, TrainData, run_training
 from synthetic import SyntheticClip
 
 
