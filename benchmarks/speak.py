@@ -67,7 +67,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=None, help="speech length for the end-to-end row")
     args = parser.parse_args()
     import gstalker
-    from gstalker.api import Talker
+    from gstalker.speak import Talker
     from gstalker.audio import load_audio
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -108,7 +108,7 @@ def main():
                         help="also measure serve's sessions (frame dropping) with these numbers of clients")
     args = parser.parse_args()
     import gstalker
-    from gstalker.api import Talker
+    from gstalker.speak import Talker
     from gstalker.audio import load_audio
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -23,8 +23,12 @@ __all__ = ["Talker", "GstalkerError", "fit", "load", "__version__"]
 
 def __getattr__(name):
     # the API pulls in torch; importing it lazily keeps `gstalker --version` instant
-    if name in ("fit", "load", "Talker"):
-        from . import api
+    if name == "fit":
+        from .api import fit
 
-        return getattr(api, name)
+        return fit
+    if name in ("load", "Talker"):
+        from . import speak
+
+        return getattr(speak, name)
     raise AttributeError(f"module 'gstalker' has no attribute {name!r}")

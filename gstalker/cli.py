@@ -190,7 +190,7 @@ def speak(
     crf: int = typer.Option(18, "--crf", help="H.264 quality: lower is better and larger (0-51)."),
 ) -> None:
     """Make the model's person say AUDIO: a lip-synced mp4 with the audio muxed in."""
-    from .api import load
+    from .speak import load
 
     if not 0 <= crf <= 51:
         fail(f"--crf must be between 0 and 51, got {crf}")

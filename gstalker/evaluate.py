@@ -260,7 +260,8 @@ def evaluate(
     Returns the report (see `format_table`); `out` also writes it as JSON. `plot`: the mouth
     figure (PNG) path; None (default) writes it beside `out` as `<out stem>.mouth.png` when `out`
     is given, False writes none. All files atomically. max_frames: only the first N frames."""
-    from .api import load, resolve_device
+    from .api import resolve_device
+    from .speak import load
 
     dev = resolve_device(device)
     model, workdir = Path(model), Path(workdir)

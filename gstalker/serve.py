@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .api import Talker
+from .speak import Talker
 from .errors import GstalkerError, first_line
 from .streaming import SAMPLES_PER_FRAME, CodeStream
 
@@ -400,7 +400,7 @@ def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 7860, d
         raise GstalkerError("gstalker serve needs uvicorn and starlette: pip install uvicorn starlette websockets")
     import socket
 
-    from .api import load
+    from .speak import load
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # uvicorn exits on a busy port
         try:
