@@ -28,6 +28,25 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 
 SPLITS = ("train", "val", "all")
 
+# The clip's facts (docs/conventions.md), decided here and read everywhere else: preprocessing
+# resamples every video to FPS and its audio to SAMPLE_RATE mono, so frame k covers audio samples
+# [k, k + 1) * SAMPLES_PER_FRAME; frames are squares of a side in FRAME_SIZE_RANGE (training,
+# preprocessing and rendering at another size check the same range, `check_frame_size`).
+FPS = 25
+SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+FRAME_SIZE_RANGE = (32, 4096)
+
+
+def check_frame_size(size) -> int:
+    """`size` (pixels a side) if it is a whole number in FRAME_SIZE_RANGE, else a one-line error."""
+    from .errors import GstalkerError
+
+    lo, hi = FRAME_SIZE_RANGE
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not lo <= size <= hi:
+        raise GstalkerError(f"--size must be between {lo} and {hi} pixels, got {size!r}")
+    return int(size)
+
 
 def _decode(path: Path, png: bool) -> torch.Tensor:
     from torchvision.io import decode_jpeg, decode_png
@@ -36,7 +55,45 @@ def _decode(path: Path, png: bool) -> torch.Tensor:
     return (decode_png(data) if png else decode_jpeg(data)).permute(1, 2, 0)  # [H,W,C] uint8
 
 
-class PreprocessedVideo(torch.utils.data.Dataset):
+class ClipFacts:
+    """The split and usable frames of one preprocessed clip, read from its `meta` (num_frames,
+    val_start) and `tracks` (frame_ok): decided here once for training, `fit`'s summary and eval.
+    PreprocessedVideo has them; so can any stand-in with `meta` and `tracks` (the tests' clips)."""
+
+    meta: Dict
+    tracks: Dict[str, torch.Tensor]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.meta["num_frames"])
+
+    @property
+    def val_start(self) -> int:
+        """The first frame of the held-out tail (the last 10%, contiguous)."""
+        return int(self.meta["val_start"])
+
+    @property
+    def frame_ok(self) -> torch.Tensor:
+        """[N] bool: the usable frames (a face and a person tracked); the others (cuts, fades,
+        title cards) are neither trained on nor scored. All True for workdirs without the flags."""
+        if "frame_ok" in self.tracks:
+            return self.tracks["frame_ok"].bool()
+        return torch.ones(self.num_frames, dtype=torch.bool)
+
+    @property
+    def train_ids(self) -> torch.Tensor:
+        """[V] int64: the usable frames before the held-out tail, the ones training sees."""
+        ids = torch.arange(self.val_start)
+        return ids[self.frame_ok[:self.val_start]]
+
+    @property
+    def heldout_ids(self) -> torch.Tensor:
+        """[T] int64: the usable frames of the held-out tail, the ones fit and eval score."""
+        ids = torch.arange(self.val_start, self.num_frames)
+        return ids[self.frame_ok[self.val_start:]]
+
+
+class PreprocessedVideo(ClipFacts, torch.utils.data.Dataset):
     """One preprocessed video. `split`: "train" (frames before meta["val_start"]), "val" (the
     held-out tail: the last 10%, contiguous) or "all". `skip_flagged` leaves out frames that
     tracks["frame_ok"] marks bad (no face tracked, or no person in view: cards, fades); `indices`
@@ -72,10 +129,6 @@ class PreprocessedVideo(torch.utils.data.Dataset):
         self._background: Optional[torch.Tensor] = None
 
     # ---------------------------------------------------------------- whole-video properties
-    @property
-    def num_frames(self) -> int:
-        return int(self.meta["num_frames"])
-
     @property
     def size(self) -> tuple:
         return tuple(self.meta["size"])

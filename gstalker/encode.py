@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import FPS
 from .serialization import atomic_path
 
-FPS = 25
 # the sampling rates AAC's tables hold (FFmpeg's encoder refuses others)
 DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)

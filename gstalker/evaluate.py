@@ -67,6 +67,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from .errors import GstalkerError, first_line
 from .metrics import (MIN_FRAMES, MIN_SILENT_FRAMES, Lpips, av_sync, correlation, face_box,
                       lmd, loudness_db, mean_frame, mouth_motion, mouth_opening, mouth_opening_ratio, psnr,
@@ -182,17 +183,11 @@ def _check_pair(talker, pv, model_path, workdir) -> None:
     if (mf.get("kind"), mf.get("dim")) != (wf.get("kind"), wf.get("dim")):
         raise GstalkerError(f"{model_path} uses {mf.get('kind')} audio features but {workdir} holds {wf.get('kind')} "
                             "ones: evaluate a model on the workdir it was fitted from")
-    val_start = int(pv.meta["val_start"])
-    train = pv.viewmats[:val_start][_frame_ok(pv)[:val_start]]
+    train = pv.viewmats[pv.train_ids]
     poses = talker.model.poses.detach().cpu()
     if poses.shape != train.shape or not torch.allclose(poses, train.float(), atol=1e-4):
         raise GstalkerError(f"{model_path} was not fitted on {workdir} (its training head poses differ), so that "
                             "workdir's tail may not be held out: give the workdir `gstalker fit` used")
-
-
-def _frame_ok(pv) -> torch.Tensor:
-    n = pv.num_frames
-    return pv.tracks["frame_ok"].bool() if "frame_ok" in pv.tracks else torch.ones(n, dtype=torch.bool)
 
 
 def _check_outputs(**paths) -> None:
@@ -229,7 +224,7 @@ def _workdir_wave(pv) -> tuple[np.ndarray | None, str | None]:
     from .audio import AudioError, load_audio
 
     audio_file = pv.workdir / pv.meta.get("files", {}).get("audio", "audio.wav")
-    sr = int(pv.meta.get("sample_rate", 16000))
+    sr = int(pv.meta.get("sample_rate", SAMPLE_RATE))
     try:
         return load_audio(audio_file, sample_rate=sr), None
     except AudioError as e:
@@ -296,9 +291,9 @@ def mouth_plot_path(report_path: str | os.PathLike) -> Path:
 
 def _evaluate_self(talker, pv, dev, video, max_frames, progress, lpips) -> tuple[dict, dict]:
 
-    n, val_start = pv.num_frames, int(pv.meta["val_start"])
-    ok = _frame_ok(pv)
-    scored = [k for k in range(val_start, n) if ok[k]]
+    n, val_start = pv.num_frames, pv.val_start
+    ok = pv.frame_ok
+    scored = pv.heldout_ids.tolist()
     if not scored:
         raise GstalkerError(f"{pv.workdir} has no usable held-out frames (tail {val_start}..{n - 1}); "
                             "preprocess a longer video")
@@ -343,9 +338,10 @@ def _render_tail(talker, pv, dev, first, last, ok, lp, video, wave, progress) ->
     from .encode import Mp4Writer
     from .progress import Progress
 
-    n, val_start = pv.num_frames, int(pv.meta["val_start"])
+    n, val_start = pv.num_frames, pv.val_start
     H, W = pv.size
-    mean_train = mean_frame(pv.frame, [k for k in range(val_start) if ok[k]] or range(val_start))
+    train = pv.train_ids.tolist() or list(range(val_start))
+    mean_train = mean_frame(pv.frame, train)
     # audio codes of the span (neighbours beyond it included, so codes match the whole clip's)
     att = int(talker.model.config.get("att_window", 8))
     lo, hi = max(0, first - att), min(n, last + att + 1)
@@ -353,13 +349,13 @@ def _render_tail(talker, pv, dev, first, last, ok, lp, video, wave, progress) ->
         codes = talker.model.codes(pv.audio_features()[lo:hi].float())
     writer = None
     if video is not None:
-        span = _span(wave, first * 640, (last + 1) * 640)
-        writer = Mp4Writer(video, 3 * W, H, audio=span, sample_rate=16000)
+        span = _span(wave, first * SAMPLES_PER_FRAME, (last + 1) * SAMPLES_PER_FRAME)
+        writer = Mp4Writer(video, 3 * W, H, audio=span, sample_rate=SAMPLE_RATE)
     T = last - first + 1
     t = {"rows": {name: [] for name, _, _ in METRICS}, "base": {name: [] for name, _, _ in METRICS},
          "fake_lm": np.full((T, 478, 2), np.nan), "real_lm": np.full((T, 478, 2), np.nan),
          "lost_fake": 0, "lost_real": 0, "render_time": 0.0, "timed": 0, "mean_lm": None}
-    t["mean_lm"] = pv.tracks["landmarks"][[k for k in range(val_start) if ok[k]] or list(range(val_start))].double().mean(0)
+    t["mean_lm"] = pv.tracks["landmarks"][train].double().mean(0)
 
     def render(k):
         return talker.render(codes[k - lo], pv.viewmats[k].to(dev), float(pv.tracks["eye"][k]))
@@ -480,7 +476,7 @@ def _sync_rows(values, baselines, notes, frames, loud, opening, base_opening, er
     lost = len(opening) - found
     note = f"no face found in {lost} of {len(opening)} rendered frames, left out" if lost else None
     if len(opening) < MIN_FRAMES:
-        note = f"{len(opening)} frames ({len(opening) / 25:.2f} s), under {MIN_FRAMES}: too short to measure lip sync"
+        note = f"{len(opening)} frames ({len(opening) / FPS:.2f} s), under {MIN_FRAMES}: too short to measure lip sync"
     for name in ("av_sync", "av_lag"):
         if v[name] is None:
             notes[name] = note or "undefined: a mouth that does not move, or constant loudness"
@@ -520,11 +516,11 @@ def _evaluate_cross(talker, pv, dev, audio: Path, video, max_frames, progress) -
     if float(np.abs(wave).max()) < SILENT_PEAK:
         raise GstalkerError(f"{audio}: the audio is silent (peak under {20 * math.log10(SILENT_PEAK):.0f} dBFS); "
                             "give a speech recording")
-    n = max(1, round(len(wave) * talker.fps / 16000))
+    n = max(1, round(len(wave) * FPS / SAMPLE_RATE))
     if max_frames is not None:
         n = min(n, max_frames)
     H, W = talker.size
-    writer = None if video is None else Mp4Writer(video, W, H, audio=wave[:n * 640], sample_rate=16000)
+    writer = None if video is None else Mp4Writer(video, W, H, audio=wave[:n * SAMPLES_PER_FRAME], sample_rate=SAMPLE_RATE)
     try:
         opening, render_time, timed, error = _render_speech(talker, wave, n, writer, progress)
     except BaseException:
@@ -540,9 +536,9 @@ def _evaluate_cross(talker, pv, dev, audio: Path, video, max_frames, progress) -
                what="training video", base_loud=train_loud)
     values["render_fps"] = timed / max(render_time, 1e-9) if timed else None
     baselines["render_fps"], frames["render_fps"] = None, timed
-    val_start = int(pv.meta["val_start"])
+    val_start = pv.val_start
     report = {
-        "audio": {"path": str(audio), "sha256": file_sha256(audio), "seconds": round(len(wave) / 16000, 3)},
+        "audio": {"path": str(audio), "sha256": file_sha256(audio), "seconds": round(len(wave) / SAMPLE_RATE, 3)},
         "device": str(dev),
         "device_name": _device_name(dev),
         "size": [H, W],
@@ -568,7 +564,7 @@ def _render_speech(talker, wave, n: int, writer, progress):
     try:
         with Progress(progress) as bars:
             bar = bars.task("rendering", n, unit="frames")
-            frames = talker.frames(wave, sample_rate=16000)
+            frames = talker.frames(wave, sample_rate=SAMPLE_RATE)
             for k in range(n):
                 t0 = time.perf_counter()
                 u8 = next(frames)
@@ -595,9 +591,9 @@ def _training_mouth(pv):
     wave, error = _workdir_wave(pv)
     if wave is None:
         return None, None, error
-    val_start = int(pv.meta["val_start"])
+    val_start = pv.val_start
     lm = pv.tracks["landmarks"][:val_start].double().numpy().copy()
-    lm[~_frame_ok(pv)[:val_start].numpy()] = np.nan
+    lm[~pv.frame_ok[:val_start].numpy()] = np.nan
     return loudness_db(wave, val_start), mouth_opening_ratio(lm), None
 
 
@@ -618,7 +614,7 @@ def plot_mouth(series: dict, path: str | os.PathLike) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     op = series["rendered"]
-    t = (series["first"] + np.arange(len(op))) / 25
+    t = (series["first"] + np.arange(len(op))) / FPS
     ax.plot(t, op, color="tab:red", lw=1.4, label="rendered")
     if series["real"] is not None:
         ax.plot(t, series["real"], color="black", lw=1.4, label="real")
@@ -631,7 +627,7 @@ def plot_mouth(series: dict, path: str | os.PathLike) -> Path:
                  label="speech loudness")
         ax2.set_ylabel("loudness (dB RMS per frame)", color="tab:blue")
         for lo, hi in silent_spans(loud):
-            ax.axvspan((series["first"] + lo) / 25, (series["first"] + hi) / 25, color="0.85", zorder=0)
+            ax.axvspan((series["first"] + lo) / FPS, (series["first"] + hi) / FPS, color="0.85", zorder=0)
         ax2.legend(loc="upper right", fontsize=8)
     ax.legend(loc="upper left", fontsize=8)
 

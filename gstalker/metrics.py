@@ -37,10 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import FPS, SAMPLE_RATE
 from .errors import UnavailableError, first_line
 
-SAMPLE_RATE = 16000
-FPS = 25
 
 # MediaPipe face mesh points: inner lip, upper and lower centre; outer eye corners (right, left)
 UPPER_LIP, LOWER_LIP = 13, 14

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 
 from .speak import Talker
+from .data import SAMPLE_RATE
 from .errors import GstalkerError, first_line
 from .streaming import SAMPLES_PER_FRAME, CodeStream
 
-SAMPLE_RATE = 16000
 CHUNK = 320  # 20 ms: how a file's speech is fed, as a microphone would
 PAGE = Path(__file__).with_name("web") / "index.html"
 

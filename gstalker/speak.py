@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .data import FPS, check_frame_size
 from .errors import GstalkerError
 from .serialization import check_writable
 
@@ -32,8 +33,7 @@ def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto", s
     dev = resolve_device(device)
     model, meta = TalkerModel.load(path, dev)
     if size is not None:
-        if not 16 <= size <= 4096:
-            raise GstalkerError(f"--size must be between 16 and 4096 pixels, got {size}")
+        size = check_frame_size(size)
         model.resize_(size, size)
     return Talker(model.eval(), meta, backend=backend)
 
@@ -47,7 +47,7 @@ class Talker:
     for frame in talker.stream(mic_chunks): ...     # live: 16 kHz chunks in, frames out as they complete
     """
 
-    fps = 25
+    fps = FPS
 
     def __init__(self, model, meta: dict, backend: str = "auto"):
         self.model, self.meta, self.backend = model, meta, backend

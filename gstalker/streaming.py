@@ -38,10 +38,8 @@ import numpy as np
 import torch
 
 from .audio.features import FLOOR_DB, HOP, N_MELS, PRIOR_LOG_MAX, WINDOW, RunningLoudness, _mel_filterbank
-from .audio.io import SAMPLE_RATE
+from .data import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 N_FFT, WIN = 512, 400
 HALF = WIN // 2  # a feature frame reads samples [j*HOP - 200, j*HOP + 200)
 class MelStream:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import GstalkerError
+from .data import check_frame_size
 from .metrics import Lpips, box_slices, psnr
 from .model import GaussianModel, Gaussians, neighbour_index
 from .progress import Progress
@@ -89,10 +90,8 @@ class FitSettings:
                 raise GstalkerError(f"--iters must be at least 2, got {iters}")
             static = max(1, round(iters * static / (static + deform)))
             deform = iters - static
-        size = size or sched.pop("size")
+        size = check_frame_size(size or sched.pop("size"))
         sched.pop("size", None)
-        if size < 32 or size > 2048:
-            raise GstalkerError(f"--size must be between 32 and 2048 pixels, got {size}")
         return cls(preset=preset, size=size, static_iters=static, deform_iters=deform, schedule=sched, **kw)
 
 
@@ -105,7 +104,7 @@ class TrainData:
         self.video = video
         n = video.num_frames
         self.num_frames = n
-        self.val_start = int(video.meta["val_start"])
+        self.val_start = video.val_start
         self.height, self.width = video.size
         self.K = torch.as_tensor(video.K, dtype=torch.float32, device=device)
         self.viewmats = torch.as_tensor(video.viewmats, dtype=torch.float32, device=device)
@@ -113,11 +112,7 @@ class TrainData:
         self.lip_boxes = torch.as_tensor(video.tracks["lip_boxes"], dtype=torch.float32)
         self.audio = torch.as_tensor(video.audio_features(), dtype=torch.float32, device=device)
         self.background = torch.as_tensor(video.background, dtype=torch.float32, device=device)
-        ok = torch.as_tensor(video.tracks["frame_ok"]).bool() if "frame_ok" in video.tracks else torch.ones(n, dtype=torch.bool)
-        ids = torch.arange(n)
-        # frames without a face or person (cuts, fades, title cards) are neither trained nor scored
-        self.train_ids = ids[:self.val_start][ok[:self.val_start]]
-        self.val_ids = ids[self.val_start:][ok[self.val_start:]]
+        self.train_ids, self.val_ids = video.train_ids, video.heldout_ids
         self.device = device
         # per-dimension statistics of the training frames' audio features: the model standardises
         # every input with them, at training and at speak time

@@ -3,8 +3,10 @@
 import numpy as np
 import torch
 
+from gstalker.data import ClipFacts
 
-class SyntheticClip:
+
+class SyntheticClip(ClipFacts):
     """`n` frames of a disc 'head' over a box 'torso' on a plain background; a dark 'mouth' in
     the disc opens and closes with the audio features (all equal to the mouth opening, plus
     noise). `mouth` [n] in [0, 1]: the opening per frame (default a sine of period 4 pi frames)."""
@@ -13,7 +15,6 @@ class SyntheticClip:
                  mouth=None):
         rng = np.random.default_rng(seed)
         self.size = (size, size)
-        self.num_frames = n
         self.meta = {"num_frames": n, "val_start": int(n * 0.9), "size": [size, size]}
         f = size * 2.5
         self.K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1]])

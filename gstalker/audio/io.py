@@ -8,9 +8,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..data import SAMPLE_RATE
 from ..errors import AudioError, first_line
-
-SAMPLE_RATE = 16000
 
 
 def load_audio(

@@ -8,6 +8,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..data import FPS
 from ..errors import PreprocessError, PreprocessWarning
 from .video import VideoInfo, iter_frames
 
@@ -67,7 +68,7 @@ def find_crop(info: VideoInfo, start: float, end: Optional[float], num_frames_hi
 
     path = info.path
     span_end = end if end is not None else info.duration
-    got = (last + 1) / 25.0
+    got = (last + 1) / FPS
     if span_end is not None and np.isfinite(span_end) and got < 0.9 * (span_end - start) and (span_end - start) - got > 1.0:
         raise PreprocessError(
             f"{path}: corrupt or truncated video: it declares {span_end:.1f} s but only {start + got:.1f} s decode"

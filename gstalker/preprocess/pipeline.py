@@ -26,11 +26,10 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 from ..progress import Progress
 from . import cache as C
 from .crop import find_crop
+from ..data import FPS, SAMPLE_RATE, check_frame_size
 from ..errors import PreprocessError, PreprocessWarning
 from .video import MIN_SECONDS, iter_frames, probe
 
-FPS = 25
-SAMPLE_RATE = 16000
 VAL_FRACTION = 0.1
 SHORT_VIDEO_S = 60.0
 MAX_LOST = 0.20
@@ -287,8 +286,7 @@ def preprocess(
 
     video = Path(video).expanduser()
     wd = Path(workdir).expanduser()
-    if not isinstance(size, int) or size < 64 or size > 4096:
-        raise PreprocessError(f"--size must be an integer from 64 to 4096, got {size!r}")
+    check_frame_size(size)
     if audio_features not in feature_kinds():
         raise PreprocessError(f"unknown --audio-features {audio_features!r} (choose from {', '.join(feature_kinds())})")
     if start is not None and start < 0:
