@@ -509,38 +509,42 @@ def checkpoint_settings(path: Path) -> dict | None:
 
 def plot_curve(history: list[list[float]], path: Path, stage_boundary: int | None = None,
                width: int = 720, height: int = 360) -> Path:
-    """Training loss (red, left scale) and PSNR of the trained frame (blue, right scale) against
-    iterations, smoothed by a running mean; a grey line marks the start of the deformation stage
-    (its loss adds the lip and LPIPS terms, hence the step up)."""
-    from PIL import Image, ImageDraw
+    """Training loss (red, left axis) and PSNR of the trained frame (blue, right axis) against
+    iterations, smoothed by a running mean over about 1% of the run; a grey line marks the start
+    of the deformation stage (its loss adds the lip and LPIPS terms, hence the step up).
+    history: [[step, loss, psnr], ...]. A width x height pixel PNG, drawn with matplotlib's Agg
+    canvas (no display, the global backend untouched), written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    left, right, top, bottom = 60, width - 60, 20, height - 40
-    d.rectangle([left, top, right, bottom], outline="black")
+    from .serialization import atomic_path
+
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss", color="tab:red")
+    right = ax.twinx()
+    right.set_ylabel("PSNR of the trained frame (dB)", color="tab:blue")
     h = np.asarray(history, dtype=np.float64).reshape(-1, 3)
     if len(h) >= 2:
         k = max(1, len(h) // 100)
         steps = h[k - 1:, 0]
-        x = lambda s: left + (s - steps[0]) / max(steps[-1] - steps[0], 1) * (right - left)  # noqa: E731
+        smooth = [np.convolve(h[:, col], np.ones(k) / k, mode="valid") for col in (1, 2)]
+        ax.plot(steps, smooth[0], color="tab:red", lw=1.5, label="loss")
+        right.plot(steps, smooth[1], color="tab:blue", lw=1.5, label="PSNR")
         if stage_boundary and steps[0] < stage_boundary < steps[-1]:
-            d.line([x(stage_boundary), top, x(stage_boundary), bottom], fill=(170, 170, 170))
-            d.text((x(stage_boundary) + 4, top + 4), "deformation stage", fill=(120, 120, 120))
-        for col, color, side in ((1, (200, 30, 30), "left"), (2, (30, 60, 200), "right")):
-            v = np.convolve(h[:, col], np.ones(k) / k, mode="valid")
-            lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
-            y = bottom - (v - lo) / max(hi - lo, 1e-12) * (bottom - top)
-            d.line(list(zip(x(steps).tolist(), y.tolist())), fill=color, width=2)
-            tx = 4 if side == "left" else right + 4
-            d.text((tx, top), f"{hi:.3g}", fill=color)
-            d.text((tx, bottom - 10), f"{lo:.3g}", fill=color)
-        d.text((left, bottom + 6), f"{int(steps[0])}", fill="black")
-        d.text((right - 40, bottom + 6), f"{int(steps[-1])}", fill="black")
-    d.text((left + 4, bottom + 20), "iteration", fill="black")
-    d.text((left + 80, bottom + 20), "loss", fill=(200, 30, 30))
-    d.text((left + 120, bottom + 20), "PSNR (dB) of the trained frame", fill=(30, 60, 200))
+            ax.axvline(stage_boundary, color="0.65", lw=1)
+            ax.annotate("deformation stage", (stage_boundary, 1), xycoords=("data", "axes fraction"),
+                        xytext=(4, -12), textcoords="offset points", color="0.45", fontsize=8)
+    ax.tick_params(axis="y", colors="tab:red")
+    right.tick_params(axis="y", colors="tab:blue")
+    fig.tight_layout()
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(str(tmp), format="png")
     return path
 
 

@@ -2,6 +2,7 @@
 bit for bit, the model file round-trips, and settings are validated."""
 
 
+import numpy as np
 import pytest
 import torch
 
@@ -164,3 +165,19 @@ def test_format_1_model_files_load_with_identity_audio_statistics(tmp_path):
     with torch.no_grad():
         code = model.codes(t.data.audio)[3]
         assert torch.isfinite(model.render(code, t.data.viewmats[3], t.data.eyes[3])["image"]).all()
+
+
+def test_loss_curve_is_a_plot_of_both_series(tmp_path):
+    from PIL import Image
+
+    from gstalker.train import plot_curve
+
+    steps = np.arange(1, 601)
+    history = np.stack([steps, 1 / steps ** 0.3, 20 + 2 * np.log(steps)], 1).tolist()
+    path = plot_curve(history, tmp_path / "curve.png", stage_boundary=300)
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert rgb.shape == (360, 720, 3)
+    red = (rgb[..., 0] > 170) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)  # matplotlib's tab:red, the loss
+    blue = (rgb[..., 2] > 150) & (rgb[..., 0] < 80)  # tab:blue, the PSNR
+    assert red.sum() > 300 and blue.sum() > 300
+    assert plot_curve([], tmp_path / "empty.png").stat().st_size > 0  # nothing trained yet: empty axes
