@@ -59,58 +59,89 @@ def fit(
 
     Ctrl-C writes a checkpoint and raises KeyboardInterrupt; `resume=True` continues from it.
     """
-    from .data import PreprocessedVideo
     from .preprocess import preprocess
-    from .metrics import Lpips, mean_frame_psnr
-    from .train import CHECKPOINT, FitSettings, Trainer, TrainData, checkpoint_settings, default_preset, run_training
+    from .train import CHECKPOINT
 
     video = Path(video)
+    dev = resolve_device(device)
+    settings = _fit_settings(dev, preset, iters, size, audio_features, seed, lpips, progress)
+    out = _model_path(video, out)
+    workdir = Path(workdir) if workdir is not None else video.with_name(video.stem + ".gstalker")
+    if resume:
+        _check_resume(workdir / CHECKPOINT, settings)
+    workdir = preprocess(video, workdir, size=settings.size, audio_features=audio_features, start=start, end=end,
+                         progress=progress)
+    model, summary = _train(workdir, settings, dev, resume, progress)
+    model.save(out, summary)
+    return out
+
+
+def _fit_settings(dev: torch.device, preset, iters, size, audio_features, seed, lpips, progress):
+    """`fit`'s options checked and turned into FitSettings, before any work (LPIPS required but
+    unavailable fails here, not after hours of training)."""
+    from .metrics import Lpips
+    from .train import FitSettings, default_preset
+
     if lpips not in ("off", "on", "require"):
         raise GstalkerError(f"--lpips must be off, on or require, got {lpips!r}")
-    dev = resolve_device(device)
     if preset is None:
         preset = default_preset(dev)
         if progress is not False:
             print(f"gstalker: preset {preset} ({'a CUDA GPU' if dev.type == 'cuda' else 'no CUDA GPU'}; "
                   "--preset chooses another)", file=sys.stderr)
-    if lpips == "require":  # before hours of preprocessing and training, not after
+    if lpips == "require":
         Lpips("cpu", "require", download=True)
     settings = FitSettings.from_preset(preset, iters=iters, size=size, audio_features=audio_features,
                                        seed=seed, lpips=lpips)
+    if dev.type == "cpu" and preset in ("fast", "paper"):
+        warnings.warn(f"--preset {preset} on the CPU (torch backends) runs for days; use a CUDA GPU, or --preset cpu",
+                      stacklevel=3)
+    return settings
+
+
+def _model_path(video: Path, out) -> Path:
+    """The model file `fit` will write (default: beside the video), checked writable now."""
     out = Path(out) if out is not None else video.with_suffix(".safetensors")
     if out.is_dir():
         raise GstalkerError(f"output {out} is a directory; give a file name such as {out / (video.stem + '.safetensors')}")
     check_writable(out.parent if str(out.parent) else Path("."), "output")
-    workdir = Path(workdir) if workdir is not None else video.with_name(video.stem + ".gstalker")
-    ckpt = workdir / CHECKPOINT
-    if resume:
-        old = checkpoint_settings(ckpt)
-        if old is None:
-            raise GstalkerError(f"--resume: no checkpoint in {workdir}; run without --resume to start")
-        from dataclasses import asdict
+    return out
 
-        new = asdict(settings)
-        diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
-        if diff:
-            raise GstalkerError(f"--resume: settings differ from the checkpoint's ({'; '.join(diff)}); "
-                                "use the original options or start afresh without --resume")
-    if dev.type == "cpu" and preset in ("fast", "paper"):
-        warnings.warn(f"--preset {preset} on the CPU (torch backends) runs for days; use a CUDA GPU, or --preset cpu",
-                      stacklevel=2)
 
-    workdir = preprocess(video, workdir, size=settings.size, audio_features=audio_features, start=start, end=end,
-                         progress=progress)
+def _check_resume(checkpoint: Path, settings) -> None:
+    """--resume needs a checkpoint started with the same settings."""
+    from dataclasses import asdict
+
+    from .train import checkpoint_settings
+
+    old = checkpoint_settings(checkpoint)
+    if old is None:
+        raise GstalkerError(f"--resume: no checkpoint in {checkpoint.parent}; run without --resume to start")
+    new = asdict(settings)
+    diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+    if diff:
+        raise GstalkerError(f"--resume: settings differ from the checkpoint's ({'; '.join(diff)}); "
+                            "use the original options or start afresh without --resume")
+
+
+def _train(workdir: Path, settings, dev: torch.device, resume: bool, progress):
+    """Train on the preprocessed `workdir`: (the model, the summary its file carries: held-out
+    PSNR beside the mean-frame baseline, times, Gaussian counts)."""
+    from .data import PreprocessedVideo
+    from .metrics import mean_frame_psnr
+    from .train import CHECKPOINT, Trainer, TrainData, run_training
+
     t0 = time.monotonic()
     try:
         pv = PreprocessedVideo(workdir, "all")
         data = TrainData(pv, dev)
         trainer = Trainer(data, settings, pv.meta["audio_features"], workdir)
-        if trainer.lpips.net is None and lpips == "on":
-            warnings.warn(f"training without the LPIPS loss: {trainer.lpips.reason}", stacklevel=2)
+        if trainer.lpips.net is None and settings.lpips == "on":
+            warnings.warn(f"training without the LPIPS loss: {trainer.lpips.reason}", stacklevel=3)
         if resume:
-            trainer.load_checkpoint(ckpt)
+            trainer.load_checkpoint(workdir / CHECKPOINT)
         stats = run_training(trainer, progress=progress)
-        summary = trainer.evaluate(limit=100 if dev.type == "cpu" else None)
+        heldout = trainer.evaluate(limit=100 if dev.type == "cpu" else None)
     except torch.OutOfMemoryError:
         raise GstalkerError(f"the GPU ran out of memory at {settings.size}x{settings.size}; try a smaller --size "
                             "(e.g. 384) or --preset smoke") from None
@@ -120,14 +151,12 @@ def fit(
         "train_seconds": round(stats["train_seconds"], 1),
         "stages": stats["stages"],
         "total_seconds": round(time.monotonic() - t0, 1),
-        "heldout_psnr": round(summary["psnr"], 3),
-        "heldout_frames": summary["frames"],
+        "heldout_psnr": round(heldout["psnr"], 3),
+        "heldout_frames": heldout["frames"],
         "baseline_psnr": round(mean_frame_psnr(lambda i: data.frame(i)[0], data.train_ids, data.val_ids), 3),
         "device": str(dev),
         "gaussians": {"head": len(trainer.model.gaussians.head), "torso": len(trainer.model.gaussians.torso)},
     }
-    trainer.model.save(out, summary)
-    return out
-
+    return trainer.model, summary
 
 from .speak import Talker, load  # noqa: E402,F401  (the API's other half; speak.py imports resolve_device lazily)

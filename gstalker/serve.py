@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -200,45 +201,66 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
                delay_ms: float | None = None, workdir: Path | None = None):
     """The ASGI app: GET / (the page), GET /health, WebSocket /ws. Uploads go to a temporary folder
     inside `workdir` (default: the system's), removed when the app shuts down."""
-    from contextlib import asynccontextmanager
-
     from starlette.applications import Starlette
-    from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route, WebSocketRoute
+
+    app = _App(talker, max_seconds, max_mb, max_clients, delay_ms, workdir)
+    return Starlette(routes=[Route("/", app.page), Route("/health", app.health), WebSocketRoute("/ws", app.ws)],
+                     lifespan=app.lifespan)
+
+
+def _websocket_disconnect():
     from starlette.websockets import WebSocketDisconnect
 
-    lookahead = talker.stream_latency_ms
-    delay_s = (lookahead + 240.0 if delay_ms is None else delay_ms) / 1000  # look-ahead + time to render and send
-    max_bytes = int(max_mb * 1024 * 1024)
-    state = {"clients": 0, "tmp": None}
-    H, W = talker.size
+    return WebSocketDisconnect
+
+
+class _App:
+    """What `create_app` serves: the limits, the client count and the upload folder, and one
+    method per route and request kind."""
+
+    def __init__(self, talker: Talker, max_seconds: float, max_mb: float, max_clients: int,
+                 delay_ms: float | None, workdir: Path | None):
+        self.talker, self.max_seconds, self.max_mb, self.max_clients = talker, max_seconds, max_mb, max_clients
+        self.workdir = workdir
+        self.lookahead = talker.stream_latency_ms
+        # look-ahead + time to render and send
+        self.delay_s = (self.lookahead + 240.0 if delay_ms is None else delay_ms) / 1000
+        self.max_bytes = int(max_mb * 1024 * 1024)
+        self.state = {"clients": 0, "tmp": None}
+        self.H, self.W = talker.size
 
     @asynccontextmanager
-    async def lifespan(app):
-        state["tmp"] = Path(tempfile.mkdtemp(prefix="gstalker-serve-", dir=workdir))
+    async def lifespan(self, app):
+        self.state["tmp"] = Path(tempfile.mkdtemp(prefix="gstalker-serve-", dir=self.workdir))
         try:
             yield
         finally:
-            shutil.rmtree(state["tmp"], ignore_errors=True)
+            shutil.rmtree(self.state["tmp"], ignore_errors=True)
 
-    async def page(request):
+    async def page(self, request):
+        from starlette.responses import HTMLResponse
+
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
-    async def health(request):
-        return JSONResponse({"ok": True, "clients": state["clients"], "size": [H, W], "lookahead_ms": lookahead})
+    async def health(self, request):
+        from starlette.responses import JSONResponse
 
-    async def ws(socket):
+        return JSONResponse({"ok": True, "clients": self.state["clients"], "size": [self.H, self.W],
+                             "lookahead_ms": self.lookahead})
+
+    async def ws(self, socket):
         await socket.accept()
-        if state["clients"] >= max_clients:
-            await socket.send_json({"type": "error", "message": f"the server is busy ({max_clients} streams); try again "
+        if self.state["clients"] >= self.max_clients:
+            await socket.send_json({"type": "error", "message": f"the server is busy ({self.max_clients} streams); try again "
                                                                 "in a minute (gstalker serve --max-clients)"})
             await socket.close()
             return
-        state["clients"] += 1
+        self.state["clients"] += 1
         try:
-            await socket.send_json({"type": "hello", "fps": Talker.fps, "width": W, "height": H,
-                                    "lookahead_ms": lookahead, "delay_ms": delay_s * 1000,
-                                    "max_seconds": max_seconds, "max_mb": max_mb})
+            await socket.send_json({"type": "hello", "fps": Talker.fps, "width": self.W, "height": self.H,
+                                    "lookahead_ms": self.lookahead, "delay_ms": self.delay_s * 1000,
+                                    "max_seconds": self.max_seconds, "max_mb": self.max_mb})
             while True:
                 msg = await socket.receive_json()
                 kind = msg.get("type")
@@ -246,9 +268,9 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
                 if poses not in ("playback", "still"):
                     await socket.send_json({"type": "error", "message": f"poses must be playback or still, got {poses!r}"})
                 elif kind == "file":
-                    await _serve_file(socket, msg, poses)
+                    await self._serve_file(socket, msg, poses)
                 elif kind == "mic":
-                    await _serve_mic(socket, msg, poses)
+                    await self._serve_mic(socket, msg, poses)
                 else:
                     await socket.send_json({"type": "error", "message": f"unknown request {kind!r}"})
         except GstalkerError as e:
@@ -256,7 +278,7 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
                 await socket.send_json({"type": "error", "message": str(e)})
             except Exception:
                 pass
-        except (WebSocketDisconnect, RuntimeError, OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (_websocket_disconnect(), RuntimeError, OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
             pass  # the client went away (or spoke nonsense): its stream ends, the others go on
         except Exception as e:  # a bug must end this stream only, with a message, not the server
             try:
@@ -264,9 +286,9 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
             except Exception:
                 pass
         finally:
-            state["clients"] -= 1
+            self.state["clients"] -= 1
 
-    def senders(socket):
+    def senders(self, socket):
         async def send_frame(k, latency_ms, image):
             await socket.send_bytes(b"F" + struct.pack("<If", k, latency_ms) + image)
 
@@ -275,40 +297,40 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
 
         return send_frame, send_dropped
 
-    async def _stats(socket, session, final=False):
+    async def _stats(self, socket, session, final=False):
         lat = session.latencies[-25:]
         await socket.send_json({"type": "end" if final else "stats", "rendered": session.rendered,
                                 "dropped": session.dropped, "fps": round(session.fps(), 1),
                                 "latency_ms": round(float(np.median(lat)), 1) if lat else None})
 
-    async def _serve_file(socket, msg, poses):
+    async def _serve_file(self, socket, msg, poses):
         size = int(msg.get("size", -1))
         name = Path(str(msg.get("name", "upload"))).name[:100] or "upload"
         if size == 0:
             await socket.send_json({"type": "error", "message": f"{name}: the file is empty; choose a recording of speech"})
             return
-        if size > max_bytes:
+        if size > self.max_bytes:
             await socket.send_json({"type": "error", "message": f"{name}: {size / 2**20:.0f} MB is more than this "
-                                    f"server takes ({max_mb:g} MB, gstalker serve --max-mb); cut the speech shorter"})
+                                    f"server takes ({self.max_mb:g} MB, gstalker serve --max-mb); cut the speech shorter"})
             return
         await socket.send_json({"type": "send"})
         data = await socket.receive_bytes()
-        if len(data) > max_bytes:
-            await socket.send_json({"type": "error", "message": f"{name}: more than {max_mb:g} MB"})
+        if len(data) > self.max_bytes:
+            await socket.send_json({"type": "error", "message": f"{name}: more than {self.max_mb:g} MB"})
             return
-        fd, tmp = tempfile.mkstemp(dir=state["tmp"], suffix=Path(name).suffix[:10])
+        fd, tmp = tempfile.mkstemp(dir=self.state["tmp"], suffix=Path(name).suffix[:10])
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             del data
-            wave = await asyncio.to_thread(decode_upload, Path(tmp), max_seconds)
+            wave = await asyncio.to_thread(decode_upload, Path(tmp), self.max_seconds)
         except GstalkerError as e:
             await socket.send_json({"type": "error", "message": f"{name}: {e}"})
             return
         finally:
             os.unlink(tmp)
-        send_frame, send_dropped = senders(socket)
-        session = LiveSession(talker, poses, delay_s, send_frame, send_dropped)
+        send_frame, send_dropped = self.senders(socket)
+        session = LiveSession(self.talker, poses, self.delay_s, send_frame, send_dropped)
         await socket.send_json({"type": "start", "source": "file", "name": name, "seconds": len(wave) / SAMPLE_RATE,
                                 "frames": max(1, round(len(wave) / SAMPLES_PER_FRAME))})
         renderer = asyncio.create_task(session.run())
@@ -322,13 +344,13 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
                 await socket.send_bytes(b"A" + struct.pack("<I", i) + chunk.astype("<f4").tobytes())
                 session.push(chunk)
                 if i % (CHUNK * 50) == 0 and i:
-                    await _stats(socket, session)
+                    await self._stats(socket, session)
             session.finish()
 
-        await _run_both(feed(), renderer)
-        await _stats(socket, session, final=True)
+        await self._run_both(feed(), renderer)
+        await self._stats(socket, session, final=True)
 
-    async def _serve_mic(socket, msg, poses):
+    async def _serve_mic(self, socket, msg, poses):
         import av
 
         rate = int(msg.get("rate", 48000))
@@ -336,8 +358,8 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
             await socket.send_json({"type": "error", "message": f"microphone rate {rate} Hz is not supported"})
             return
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        send_frame, send_dropped = senders(socket)
-        session = LiveSession(talker, poses, delay_s, send_frame, send_dropped)
+        send_frame, send_dropped = self.senders(socket)
+        session = LiveSession(self.talker, poses, self.delay_s, send_frame, send_dropped)
         await socket.send_json({"type": "start", "source": "mic"})
         renderer = asyncio.create_task(session.run())
         pts = 0
@@ -347,7 +369,7 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
             while True:
                 m = await socket.receive()
                 if m.get("type") == "websocket.disconnect":
-                    raise WebSocketDisconnect()
+                    raise _websocket_disconnect()()
                 if m.get("text") is not None:
                     break  # {"type": "stop"}
                 pcm = np.frombuffer(m["bytes"], dtype="<f4")
@@ -358,10 +380,10 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
                 pts += len(pcm)
                 for out in resampler.resample(frame):
                     session.push(out.to_ndarray().reshape(-1))
-                if session.received > max_seconds * SAMPLE_RATE:
-                    raise SpeechTooLong(f"the microphone stream passed {_clock(max_seconds)}; press the button to start again")
+                if session.received > self.max_seconds * SAMPLE_RATE:
+                    raise SpeechTooLong(f"the microphone stream passed {_clock(self.max_seconds)}; press the button to start again")
                 if pts // rate != (pts - len(pcm)) // rate:
-                    await _stats(socket, session)
+                    await self._stats(socket, session)
             for out in resampler.resample(None):
                 session.push(out.to_ndarray().reshape(-1))
             if session.received >= SAMPLES_PER_FRAME:
@@ -370,13 +392,13 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
                 session.queue.put_nowait(None)
 
         try:
-            await _run_both(feed(), renderer)
+            await self._run_both(feed(), renderer)
         except GstalkerError as e:
             await socket.send_json({"type": "error", "message": str(e)})
             return
-        await _stats(socket, session, final=True)
+        await self._stats(socket, session, final=True)
 
-    async def _run_both(feed, renderer):
+    async def _run_both(self, feed, renderer):
         """Feed and render together; if either fails (a disconnect), stop the other."""
         feeder = asyncio.ensure_future(feed)
         try:
@@ -386,8 +408,6 @@ def create_app(talker: Talker, max_seconds: float = 600.0, max_mb: float = 50.0,
                 if not task.done():
                     task.cancel()
             await asyncio.gather(feeder, renderer, return_exceptions=True)
-
-    return Starlette(routes=[Route("/", page), Route("/health", health), WebSocketRoute("/ws", ws)], lifespan=lifespan)
 
 
 def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 7860, device: str = "auto",

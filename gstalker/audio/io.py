@@ -27,36 +27,15 @@ def load_audio(
     Preprocessing passes the video's first frame time as `origin` so that audio and frames line
     up; a gap between `origin` and the first audio sample is filled with silence.
     """
-    import av
-
     path = Path(path)
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio or video file")
     if not path.exists():
         raise AudioError(f"{path}: no such file")
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as e:
-        raise AudioError(f"{path}: not an audio or video file FFmpeg can read ({first_line(e)})") from None
-    with container:
-        if not container.streams.audio:
-            raise AudioError(f"{path}: has no audio stream")
-        stream = container.streams.audio[0]
-        # keep the channels through the resampler and average them here: FFmpeg's own downmix
-        # weights each channel by -3 dB, which makes identical stereo channels 1.41x louder
-        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
-        chunks = []
-        first_time = None
-        try:
-            for frame in container.decode(stream):
-                if first_time is None and frame.pts is not None and frame.time_base is not None:
-                    first_time = float(frame.pts * frame.time_base)
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().mean(0))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().mean(0))
-        except av.error.FFmpegError as e:
-            raise AudioError(f"{path}: corrupt or truncated audio ({first_line(e)})") from None
+    # keep the channels through the resampler and average them here: FFmpeg's own downmix
+    # weights each channel by -3 dB, which makes identical stereo channels 1.41x louder
+    chunks, _, first_time = _decode_first_audio(
+        path, lambda av, stream: av.AudioResampler(format="fltp", rate=sample_rate), keep=lambda planes: planes.mean(0))
     wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if origin is not None and first_time is not None:
         shift = int(round((first_time - origin) * sample_rate))
@@ -76,29 +55,12 @@ def load_audio_track(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
     """The first audio stream of `path` as it is: (float32 [channels, samples] in [-1, 1], its
     sample rate, its channel layout name), for muxing the speech itself into a video (features
     use `load_audio`'s 16 kHz mono copy). Errors as `load_audio`."""
-    import av
-
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as e:
-        raise AudioError(f"{path}: not an audio or video file FFmpeg can read ({first_line(e)})") from None
-    with container:
-        if not container.streams.audio:
-            raise AudioError(f"{path}: has no audio stream")
-        stream = container.streams.audio[0]
-        # planar float at the stream's own rate and layout: only the sample format changes
-        resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
-        chunks = []
-        try:
-            for frame in container.decode(stream):
-                chunks += [out.to_ndarray() for out in resampler.resample(frame)]
-            chunks += [out.to_ndarray() for out in resampler.resample(None)]
-        except av.error.FFmpegError as e:
-            raise AudioError(f"{path}: corrupt or truncated audio ({first_line(e)})") from None
-        channels, rate, layout = len(stream.layout.channels), stream.rate, stream.layout.name
+    # planar float at the stream's own rate and layout: only the sample format changes
+    chunks, (channels, rate, layout), _ = _decode_first_audio(
+        path, lambda av, stream: av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate))
     track = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else np.zeros((channels, 0), np.float32)
     return np.clip(track, -1.0, 1.0), rate, layout
 
@@ -117,3 +79,31 @@ def save_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPL
         w.writeframes(pcm.tobytes())
     os.replace(tmp, path)
 
+
+def _decode_first_audio(path: Path, resampler_for, keep=lambda planes: planes):
+    """Decode the first audio stream of `path` through the resampler `resampler_for(av, stream)`
+    makes: (keep(planes) of each resampled frame, planes [channels, samples] float32;
+    (channels, sample rate, layout name) of the stream; the first frame's time in seconds on the
+    container's clock, or None). Unreadable, audio-less or corrupt files raise a one-line AudioError."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise AudioError(f"{path}: not an audio or video file FFmpeg can read ({first_line(e)})") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioError(f"{path}: has no audio stream")
+        stream = container.streams.audio[0]
+        resampler = resampler_for(av, stream)
+        chunks, first_time = [], None
+        try:
+            for frame in container.decode(stream):
+                if first_time is None and frame.pts is not None and frame.time_base is not None:
+                    first_time = float(frame.pts * frame.time_base)
+                chunks += [keep(out.to_ndarray()) for out in resampler.resample(frame)]
+            chunks += [keep(out.to_ndarray()) for out in resampler.resample(None)]
+        except av.error.FFmpegError as e:
+            raise AudioError(f"{path}: corrupt or truncated audio ({first_line(e)})") from None
+        info = (len(stream.layout.channels), stream.rate, stream.layout.name)
+    return chunks, info, first_time

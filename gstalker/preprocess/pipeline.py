@@ -279,7 +279,8 @@ def preprocess(
     """Preprocess `video` into `workdir` (see the module docs and docs/preprocess.md); returns the
     workdir. Finished stages are reused when the video and settings are unchanged; `force`
     redoes everything. `start`/`end` (seconds) trim the video. Raises a GstalkerError
-    (PreprocessError, AudioError, FeatureModelError) with a one-line message on bad input; a workdir this call created is removed
+    (PreprocessError, AudioError, FeatureModelError) with a one-line message on bad input; a
+    workdir this call created is removed
     again on failure. `progress`: show rich progress bars on stderr (default: when stderr is a
     terminal)."""
     from ..audio import feature_kinds
@@ -310,104 +311,12 @@ def preprocess(
         _warn(f"{video}: only {e0 - s0:.0f} s of video; 3-5 minutes are recommended, quality will suffer")
 
     created = not wd.exists()
-    prog = Progress(progress if progress is not None else _stderr_tty(), unit="frames").__enter__()
-    timings = {}
     threads = torch.get_num_threads()
     # per-frame work is small tensors; one torch thread avoids fighting MediaPipe's own threads
     torch.set_num_threads(1)
     try:
-        wd.mkdir(parents=True, exist_ok=True)
-        (wd / C.CACHE).mkdir(exist_ok=True)
-        C.clean_temp(wd)
-        stages = C.Stages(wd)
-        if force:
-            stages.clear()
-        t = time.perf_counter()
-        sha = C.file_sha256(video)
-        timings["hash"] = time.perf_counter() - t
-        ran = []
-
-        from ..audio.features import DEFAULT_MODELS, ENV_VARS, load_speech_model
-
-        model_name = os.environ.get(ENV_VARS.get(audio_features, ""), DEFAULT_MODELS.get(audio_features, ""))
-        fp_dec = C.fingerprint(C.FORMAT_VERSION, STAGE_VERSIONS["decode"], sha, size, s0, e0)
-        fp_feat = C.fingerprint(fp_dec, STAGE_VERSIONS["features"], audio_features, model_name)
-        feat_stage = f"features-{audio_features}"
-        feat_done = stages.is_done(feat_stage, fp_feat, _features_file(wd, audio_features))
-        if audio_features in DEFAULT_MODELS and not feat_done:  # fail now, not after minutes of work
-            load_speech_model(audio_features)
-
-        if not stages.is_done("decode", fp_dec, wd / C.FRAMES, wd / C.AUDIO, wd / C.CACHE / "decode.json"):
-            (wd / C.META).unlink(missing_ok=True)  # incomplete until assembled again
-            t = time.perf_counter()
-            _stage_decode(video, info, wd, size, s0, e0, prog)
-            timings["decode"] = time.perf_counter() - t
-            stages.mark("decode", fp_dec)
-            ran.append("decode")
-        dec = json.loads((wd / C.CACHE / "decode.json").read_text())
-        n = dec["num_frames"]
-
-        fp_lm = C.fingerprint(fp_dec, STAGE_VERSIONS["landmarks"])
-        if not stages.is_done("landmarks", fp_lm, wd / C.CACHE / "landmarks.safetensors"):
-            (wd / C.META).unlink(missing_ok=True)  # incomplete until assembled again
-            t = time.perf_counter()
-            _stage_landmarks(video, wd, n, prog)
-            timings["landmarks"] = time.perf_counter() - t
-            stages.mark("landmarks", fp_lm)
-            ran.append("landmarks")
-
-        fp_pose = C.fingerprint(fp_lm, STAGE_VERSIONS["pose"])
-        if not stages.is_done("pose", fp_pose, wd / C.CACHE / "pose.safetensors"):
-            (wd / C.META).unlink(missing_ok=True)  # incomplete until assembled again
-            t = time.perf_counter()
-            _stage_pose(wd, size, prog)
-            timings["pose"] = time.perf_counter() - t
-            stages.mark("pose", fp_pose)
-            ran.append("pose")
-
-        fp_masks = C.fingerprint(fp_lm, STAGE_VERSIONS["masks"])
-        if not stages.is_done("masks", fp_masks, wd / C.MASKS, wd / C.BACKGROUND):
-            (wd / C.META).unlink(missing_ok=True)  # incomplete until assembled again
-            t = time.perf_counter()
-            _stage_masks(wd, n, prog)
-            timings["masks"] = time.perf_counter() - t
-            stages.mark("masks", fp_masks)
-            ran.append("masks")
-
-        fp_mouth = C.fingerprint(fp_lm, STAGE_VERSIONS["mouth"])
-        if not stages.is_done("mouth", fp_mouth, wd / C.MOUTH, wd / C.CACHE / "mouth.safetensors"):
-            (wd / C.META).unlink(missing_ok=True)
-            t = time.perf_counter()
-            _stage_mouth(video, info, wd, dec, size, s0, e0, prog)
-            timings["mouth"] = time.perf_counter() - t
-            stages.mark("mouth", fp_mouth)
-            ran.append("mouth")
-
-        if not stages.is_done(feat_stage, fp_feat, _features_file(wd, audio_features)):
-            (wd / C.META).unlink(missing_ok=True)
-            t = time.perf_counter()
-            _stage_features(wd, n, audio_features, prog)
-            timings["features"] = time.perf_counter() - t
-            stages.mark(feat_stage, fp_feat)
-            ran.append(feat_stage)
-
-        t = time.perf_counter()
-        tracks, meta = _assemble(video, wd, info, dec, size, s0, e0, audio_features, model_name, sha)
-        if ran or not (wd / C.PREVIEW).exists() or not (wd / C.TRACKS).exists():
-            C.save_tensors(wd / C.TRACKS, tracks, metadata={"gstalker": json.dumps({"format_version": C.FORMAT_VERSION})})
-            K = np.array([[meta["intrinsics"]["fx"], 0, meta["intrinsics"]["cx"]],
-                          [0, meta["intrinsics"]["fy"], meta["intrinsics"]["cy"]], [0, 0, 1]])
-            _preview(wd, n, size, tracks, K)
-        timings["assemble"] = time.perf_counter() - t
-        old = {}
-        if (wd / C.META).exists():
-            try:
-                old = json.loads((wd / C.META).read_text()).get("timings_s", {})
-            except ValueError:
-                old = {}
-        meta["timings_s"] = {**old, **{k: round(v, 3) for k, v in timings.items()}}
-        meta["stages_run"] = ran
-        C.write_json(wd / C.META, meta)
+        with Progress(progress if progress is not None else _stderr_tty(), unit="frames") as prog:
+            _run_stages(video, info, wd, size, s0, e0, audio_features, force, prog)
     except BaseException:
         if created:
             shutil.rmtree(wd, ignore_errors=True)
@@ -416,8 +325,75 @@ def preprocess(
         raise
     finally:
         torch.set_num_threads(threads)
-        prog.__exit__(None, None, None)
     return wd
+
+
+def _run_stages(video, info, wd: Path, size: int, s0: float, e0: float, audio_features: str, force: bool, prog):
+    """Run the stages whose cached results are missing or stale (each stage's fingerprint chains
+    its inputs' fingerprints, so a changed input reruns everything after it), then assemble
+    tracks.safetensors, preview.png and meta.json."""
+    from ..audio.features import DEFAULT_MODELS, ENV_VARS, load_speech_model
+
+    wd.mkdir(parents=True, exist_ok=True)
+    (wd / C.CACHE).mkdir(exist_ok=True)
+    C.clean_temp(wd)
+    stages = C.Stages(wd)
+    if force:
+        stages.clear()
+    timings, ran = {}, []
+    t = time.perf_counter()
+    sha = C.file_sha256(video)
+    timings["hash"] = time.perf_counter() - t
+
+    def run(name: str, fingerprint: str, outputs, work, timing: str | None = None) -> None:
+        """Run one stage unless its outputs are there with this fingerprint."""
+        if stages.is_done(name, fingerprint, *outputs):
+            return
+        (wd / C.META).unlink(missing_ok=True)  # incomplete until assembled again
+        t = time.perf_counter()
+        work()
+        timings[timing or name] = time.perf_counter() - t
+        stages.mark(name, fingerprint)
+        ran.append(name)
+
+    model_name = os.environ.get(ENV_VARS.get(audio_features, ""), DEFAULT_MODELS.get(audio_features, ""))
+    fp_dec = C.fingerprint(C.FORMAT_VERSION, STAGE_VERSIONS["decode"], sha, size, s0, e0)
+    fp_feat = C.fingerprint(fp_dec, STAGE_VERSIONS["features"], audio_features, model_name)
+    feat_stage, feat_file = f"features-{audio_features}", _features_file(wd, audio_features)
+    if audio_features in DEFAULT_MODELS and not stages.is_done(feat_stage, fp_feat, feat_file):
+        load_speech_model(audio_features)  # fail now, not after minutes of work
+
+    run("decode", fp_dec, (wd / C.FRAMES, wd / C.AUDIO, wd / C.CACHE / "decode.json"),
+        lambda: _stage_decode(video, info, wd, size, s0, e0, prog))
+    dec = json.loads((wd / C.CACHE / "decode.json").read_text())
+    n = dec["num_frames"]
+    fp_lm = C.fingerprint(fp_dec, STAGE_VERSIONS["landmarks"])
+    run("landmarks", fp_lm, (wd / C.CACHE / "landmarks.safetensors",), lambda: _stage_landmarks(video, wd, n, prog))
+    run("pose", C.fingerprint(fp_lm, STAGE_VERSIONS["pose"]), (wd / C.CACHE / "pose.safetensors",),
+        lambda: _stage_pose(wd, size, prog))
+    run("masks", C.fingerprint(fp_lm, STAGE_VERSIONS["masks"]), (wd / C.MASKS, wd / C.BACKGROUND),
+        lambda: _stage_masks(wd, n, prog))
+    run("mouth", C.fingerprint(fp_lm, STAGE_VERSIONS["mouth"]), (wd / C.MOUTH, wd / C.CACHE / "mouth.safetensors"),
+        lambda: _stage_mouth(video, info, wd, dec, size, s0, e0, prog))
+    run(feat_stage, fp_feat, (feat_file,), lambda: _stage_features(wd, n, audio_features, prog), timing="features")
+
+    t = time.perf_counter()
+    tracks, meta = _assemble(video, wd, info, dec, size, s0, e0, audio_features, model_name, sha)
+    if ran or not (wd / C.PREVIEW).exists() or not (wd / C.TRACKS).exists():
+        C.save_tensors(wd / C.TRACKS, tracks, metadata={"gstalker": json.dumps({"format_version": C.FORMAT_VERSION})})
+        K = np.array([[meta["intrinsics"]["fx"], 0, meta["intrinsics"]["cx"]],
+                      [0, meta["intrinsics"]["fy"], meta["intrinsics"]["cy"]], [0, 0, 1]])
+        _preview(wd, n, size, tracks, K)
+    timings["assemble"] = time.perf_counter() - t
+    old = {}
+    if (wd / C.META).exists():
+        try:
+            old = json.loads((wd / C.META).read_text()).get("timings_s", {})
+        except ValueError:
+            old = {}
+    meta["timings_s"] = {**old, **{k: round(v, 3) for k, v in timings.items()}}
+    meta["stages_run"] = ran
+    C.write_json(wd / C.META, meta)
 
 
 def _stderr_tty() -> bool:
