@@ -43,3 +43,16 @@ def smoke_model(tmp_path_factory):
     model = gstalker.fit(video, tmp / "subject.safetensors", preset="smoke", workdir=workdir, lpips="off",
                          progress=False)
     return {"model": model, "workdir": workdir, "video": video}
+
+
+# Tests that fit, preprocess or serve a real clip take minutes each on two cores; they carry the
+# `slow` marker (registered in pyproject.toml) so `pytest -m "not slow"` is the fast loop while
+# editing. CI runs everything. A test is slow when it uses one of these fixtures (each one
+# preprocesses or fits a real clip), or when it is marked so itself.
+SLOW_FIXTURES = {"smoke_model", "face1_workdir", "interview_workdir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -15,6 +15,9 @@ import torch
 from gstalker.train import FitSettings, Trainer, TrainData, run_training
 from synthetic import SyntheticClip
 
+# trains a small model on a synthetic clip first: minutes on two cores
+pytestmark = pytest.mark.slow
+
 SIZE = 40
 
 

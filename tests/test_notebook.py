@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 
+# preprocesses a real clip, trains and speaks in a fresh kernel: minutes
+pytestmark = pytest.mark.slow
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "quickstart.ipynb"
 
 

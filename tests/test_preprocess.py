@@ -470,6 +470,7 @@ def test_missing_speech_model_fails_before_the_work(tmp_path, monkeypatch):
 
 
 @pytest.mark.media
+@pytest.mark.slow  # preprocesses a real clip three times
 def test_interrupted_runs_leave_nothing_half_written(media_dir, tmp_path, monkeypatch):
     import gstalker.preprocess.pipeline as P
     from gstalker.data import PreprocessedVideo

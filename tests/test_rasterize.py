@@ -80,7 +80,8 @@ def _grads(scene, width, height, backend, weights):
     return [t.grad.clone() for t in scene] + [meta["means2d"].grad.clone()]
 
 
-@pytest.mark.parametrize("n,channels,width,height", SCENES[:2])
+# the larger scene takes minutes under the interpreter: slow (pytest -m "not slow" skips it)
+@pytest.mark.parametrize("n,channels,width,height", [SCENES[0], pytest.param(*SCENES[1], marks=pytest.mark.slow)])
 def test_triton_gradients_match_torch(n, channels, width, height):
     scene = make_scene(n, channels, seed=1)
     g = torch.Generator().manual_seed(2)
@@ -92,7 +93,11 @@ def test_triton_gradients_match_torch(n, channels, width, height):
         assert_grads_match(a, b, f"{name} gradient")
 
 
-@pytest.mark.parametrize("shape", blending.BLEND_SHAPES, ids=lambda s: "rows%d-warps%d-skip%d-pre%d" % s)
+# the first (original) shape stays in the fast loop; each other one takes a minute or two under
+# the interpreter
+@pytest.mark.parametrize("shape", [blending.BLEND_SHAPES[0]] + [pytest.param(s, marks=pytest.mark.slow)
+                                                                for s in blending.BLEND_SHAPES[1:]],
+                         ids=lambda s: "rows%d-warps%d-skip%d-pre%d" % s)
 def test_every_blend_program_shape_matches_torch(monkeypatch, shape):
     """Each program shape the GPU benchmark compares (one program per tile or per 1-4 rows of 32
     lanes, skipping Gaussians that reach none of its pixels, prefetching the next one) renders
@@ -128,7 +133,8 @@ def test_dense_scene_stops_early_and_matches():
 
 
 @pytest.mark.parametrize("cull", [False, True])
-@pytest.mark.parametrize("sort,sort_block", [("rank", 4), ("rank", 128), ("merge", 4), ("merge", 128)])
+@pytest.mark.parametrize("sort,sort_block", [pytest.param("rank", 4, marks=pytest.mark.slow), ("rank", 128),
+                                             ("merge", 4), ("merge", 128)])
 def test_triton_binning_matches_torch_sort(monkeypatch, sort, sort_block, cull):
     """Counting sort + per-tile sort (by rank in row blocks and chunks, or blocks and merge passes
     when tiles exceed a block) equals torch.sort, depth ties broken by index."""
@@ -177,7 +183,8 @@ class _ScatterWithOtherOpacities:
         return launch
 
 
-@pytest.mark.parametrize("scale", [0.3, 3.0], ids=["scatter-finds-fewer", "scatter-finds-more"])
+@pytest.mark.parametrize("scale", [0.3, pytest.param(3.0, marks=pytest.mark.slow)],
+                         ids=["scatter-finds-fewer", "scatter-finds-more"])
 def test_binning_disagreement_never_reaches_blending(monkeypatch, scale):
     """If the scatter pass hits fewer tiles than the count pass, the unfilled slots keep sentinel
     keys that are cut off the tile's range; if it hits more, the surplus is never written into

@@ -72,6 +72,9 @@ def _browser(tmp_path):
     return webdriver.Chrome(service=Service(DRIVER), options=opts)
 
 
+pytestmark = pytest.mark.slow  # a browser against a served smoke model
+
+
 @pytest.fixture
 def served(smoke_model, tmp_path):
     """`gstalker serve` on the smoke model, on a free port, its temp files under tmp_path/tmp."""
