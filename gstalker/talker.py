@@ -4,8 +4,8 @@ fields, and what playback needs (background, intrinsics, torso camera, training 
 One `TalkerModel.render(code, viewmat, eye)` call makes one frame: deform the head Gaussians by
 audio and eye, render them with the frame's head pose; deform the torso Gaussians by the head
 pose, render them with the fixed torso camera; composite head over torso over the background.
-Training and inference both go through it, and `save` / `TalkerModel.load` write and read the
-one-file model (docs/conventions.md, "Files").
+Training and inference (the user-facing `Talker` in speak.py) both go through it, and `save` /
+`TalkerModel.load` write and read the one-file model (docs/conventions.md, "Files").
 """
 
 from __future__ import annotations
