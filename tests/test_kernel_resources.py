@@ -19,6 +19,7 @@ KERNELS = {
 }
 
 
+@pytest.mark.slow  # compiles every kernel launch for sm_86 in a subprocess
 def test_no_kernel_spills_or_hits_the_register_cap_on_sm86(tmp_path):
     pytest.importorskip("triton.backends.nvidia", reason="triton has no NVIDIA backend here")
     env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "cache"))

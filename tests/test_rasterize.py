@@ -93,11 +93,10 @@ def test_triton_gradients_match_torch(n, channels, width, height):
         assert_grads_match(a, b, f"{name} gradient")
 
 
-# the first (original) shape stays in the fast loop; each other one takes a minute or two under
-# the interpreter
-@pytest.mark.parametrize("shape", [blending.BLEND_SHAPES[0]] + [pytest.param(s, marks=pytest.mark.slow)
-                                                                for s in blending.BLEND_SHAPES[1:]],
-                         ids=lambda s: "rows%d-warps%d-skip%d-pre%d" % s)
+# each shape takes a minute or two under the interpreter (the fast loop's forward and gradient
+# tests run the default shape)
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", blending.BLEND_SHAPES, ids=lambda s: "rows%d-warps%d-skip%d-pre%d" % s)
 def test_every_blend_program_shape_matches_torch(monkeypatch, shape):
     """Each program shape the GPU benchmark compares (one program per tile or per 1-4 rows of 32
     lanes, skipping Gaussians that reach none of its pixels, prefetching the next one) renders
@@ -119,6 +118,7 @@ def test_every_blend_program_shape_matches_torch(monkeypatch, shape):
         assert_grads_match(a, b)
 
 
+@pytest.mark.slow  # the longest per-tile lists: most of a minute under the interpreter
 def test_dense_scene_stops_early_and_matches():
     """Many opaque Gaussians: pixels reach the 1e-4 transmittance stop; both backends agree."""
     scene = make_scene(120, 3, seed=3, spread=(0.3, 0.3, 0.3), opacity=(0.8, 0.98), scale=(0.1, 0.3))
