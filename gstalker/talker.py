@@ -18,7 +18,7 @@ from torch import nn
 
 from . import __version__
 from .kernels import rasterize
-from .model import AudioSmoother, FaceDeformation, GaussianModel, Gaussians, TorsoDeformation
+from .model import AudioSmoother, Deltas, FaceDeformation, GaussianModel, Gaussians, TorsoDeformation, region_weight
 from .serialization import ModelFileError, load_file, save_file
 
 DEFAULT_CONFIG = {
@@ -92,7 +92,17 @@ class TalkerModel(nn.Module):
         """What does not change from frame to frame once training is over: the deformation fields'
         spatial first layers ([N, hidden] each). Pass it to `render` to skip the hash grids."""
         g = self.gaussians
-        return {"face": self.face.spatial_hidden(g.head.means), "torso": self.torso.spatial_hidden(g.torso.means)}
+        return {"face": self.face.spatial_hidden(g.head.means), "torso": self.torso.spatial_hidden(g.torso.means),
+                "face_weight": self.face_weight()}
+
+    def face_weight(self) -> torch.Tensor | None:
+        """[N_head, 1] how much each head Gaussian may deform (config "deform_regions": the lower face
+        and the eyes, `gstalker.preprocess.eyelip.deform_regions`); None: everywhere (models
+        trained before the regions, and clips without a face template)."""
+        regions = self.config.get("deform_regions")
+        if not regions:
+            return None
+        return region_weight(self.gaussians.head.means.detach(), regions)
 
     def deform(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, cache: dict | None = None):
         """The frame's Gaussians: (head, torso) keyword arguments for `rasterize`, the head deformed
@@ -104,6 +114,9 @@ class TalkerModel(nn.Module):
         means = g.head.means.detach() if self.config.get("detach_deform_input", False) else g.head.means
         head_deltas = self.face(means, code, torch.as_tensor(eye, device=self.device).reshape(1),
                                 spatial_hidden=cache.get("face"))
+        weight = cache["face_weight"] if "face_weight" in cache else self.face_weight()
+        if weight is not None:
+            head_deltas = Deltas(*(d * weight for d in head_deltas))
         torso_deltas = self.torso(g.torso.means, viewmat, spatial_hidden=cache.get("torso"))
         return g.head.render_args(head_deltas), g.torso.render_args(torso_deltas)
 
