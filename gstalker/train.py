@@ -34,7 +34,7 @@ PRESETS = {
     # a few minutes on a 2-core CPU for a 15 s clip: for tests, examples and trying the tool
     "smoke": dict(size=128, static_iters=300, deform_iters=300, n_head=2000, n_torso=1500, max_gaussians=6000,
                   densify_every=100, opacity_reset_every=0, preview_every=200, log2_table_size=12, mouth_weight=0.0),
-    # two CPU cores, a 60-90 s clip: 65 minutes of `fit` measured on 88 s (the target is 45): 128 px frames,
+    # two CPU cores, a 60-90 s clip (target: 45 minutes of `fit`; docs/benchmarks.md): 128 px frames,
     # the mouth learned from a 96 px patch of preprocessing's high-resolution crops (docs/training.md)
     "cpu": dict(size=128, static_iters=1000, deform_iters=1000, n_head=2000, n_torso=1500, max_gaussians=8000,
                 densify_every=100, opacity_reset_every=0, preview_every=500, log2_table_size=14,
