@@ -406,6 +406,16 @@ class Trainer:
         Its loss and PSNR land in `history` (read back from the device in batches, so a step on
         a GPU waits for nothing but the intersection buffers' sizes)."""
         deform = self.stage == "deform"
+        with_mouth = self._full_step(deform)
+        # only once the full step's graph is gone: densification may just have resized the
+        # Gaussians, and a live graph keeps their old-sized gradient accumulators
+        if deform and with_mouth:
+            for _ in range(int(self.sched.get("mouth_steps", 0))):
+                self.mouth_step()
+
+    def _full_step(self, deform: bool) -> bool:
+        """The whole frame (and the mouth patch when there is one): every part learns, density
+        control runs. Returns whether a mouth patch was rendered."""
         ids = self.data.train_ids
         i = int(ids[torch.randint(len(ids), (1,), generator=self.gen)])
         self._update_lr()
@@ -437,9 +447,7 @@ class Trainer:
             self._pending.append((self.step_count, loss.detach(), F.mse_loss(out["image"].detach().clamp(0, 1), image)))
         if len(self._pending) >= HISTORY_FLUSH:
             self._flush_history()
-        if deform and mouth is not None:
-            for _ in range(int(self.sched.get("mouth_steps", 0))):
-                self.mouth_step()
+        return mouth is not None
 
     @property
     def history(self) -> list[list[float]]:

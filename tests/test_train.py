@@ -198,3 +198,25 @@ def test_mouth_steps_train_the_face_field_from_the_mouth_patch_alone(tmp_path):
     assert not torch.equal(face, t.model.face.mlp.out.weight)
     t.step()
     assert len(calls) == 3  # the explicit one, then two after the full step
+
+
+def test_mouth_steps_after_densification_resized_the_gaussians(tmp_path):
+    """Density control at the end of a full step changes the number of Gaussians; the mouth steps
+    that follow must build their graph on the new ones (a live graph of the full step kept the old
+    size's gradient accumulators: "SigmoidBackward0 returned an invalid gradient", 16 minutes into
+    a real fit)."""
+    s = FitSettings.from_preset("cpu", size=32, lpips="off", iters=4)
+    s.schedule.update(n_head=200, n_torso=100, preview_every=0, log2_table_size=8, mouth_px=24, mouth_steps=2)
+    t = Trainer(TrainData(ClipWithMouthCrops(n=12, size=32), torch.device("cpu")), s, {"kind": "synthetic", "dim": 8, "window": 16}, tmp_path)
+    t.step_count = s.static_iters
+
+    def prune_a_tenth():
+        head = t.model.gaussians.head
+        head.prune(torch.arange(len(head)) % 10 == 0, t.gauss_opt)
+
+    t._density_control = prune_a_tenth
+    for _ in range(2):
+        n = len(t.model.gaussians.head)
+        t.step()
+        assert len(t.model.gaussians.head) < n
+
