@@ -18,7 +18,7 @@ from torch import nn
 
 from . import __version__
 from .kernels import rasterize
-from .model import AudioSmoother, FaceDeformation, GaussianModel, Gaussians, TorsoDeformation
+from .model import AudioSmoother, Deltas, FaceDeformation, GaussianModel, Gaussians, TorsoDeformation, region_weight
 from .errors import ModelFileError, first_line
 from .serialization import load_file, save_file
 
@@ -94,7 +94,16 @@ class TalkerModel(nn.Module):
         spatial first layers ([N, hidden] each). Pass it to `render` to skip the hash grids."""
         g = self.gaussians
         return {"face": self.face.spatial_hidden(g.head.means, backend),
-                "torso": self.torso.spatial_hidden(g.torso.means, backend)}
+                "torso": self.torso.spatial_hidden(g.torso.means, backend), "face_weight": self.face_weight()}
+
+    def face_weight(self) -> torch.Tensor | None:
+        """[N_head, 1] how much each head Gaussian may deform (config "deform_regions": the lower face
+        and the eyes, `gstalker.preprocess.eyelip.deform_regions`); None: everywhere (models
+        trained before the regions, and clips without a face template)."""
+        regions = self.config.get("deform_regions")
+        if not regions:
+            return None
+        return region_weight(self.gaussians.head.means.detach(), regions)
 
     def deform(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, cache: dict | None = None,
                backend: str = "auto"):
@@ -108,6 +117,9 @@ class TalkerModel(nn.Module):
         means = g.head.means.detach() if self.config.get("detach_deform_input", False) else g.head.means
         head_deltas = self.face(means, code, torch.as_tensor(eye, device=self.device).reshape(1),
                                 spatial_hidden=cache.get("face"), backend=backend)
+        weight = cache["face_weight"] if "face_weight" in cache else self.face_weight()
+        if weight is not None:
+            head_deltas = Deltas(*(d * weight for d in head_deltas))
         torso_deltas = self.torso(g.torso.means, viewmat, spatial_hidden=cache.get("torso"), backend=backend)
         return g.head.render_args(head_deltas), g.torso.render_args(torso_deltas)
 

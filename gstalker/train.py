@@ -27,6 +27,7 @@ from .errors import GstalkerError
 from .data import check_frame_size
 from .metrics import Lpips, box_slices, psnr
 from .model import GaussianModel, Gaussians, neighbour_index
+from .preprocess.eyelip import deform_regions
 from .progress import Progress
 from .serialization import load_file, load_optimizer_state, optimizer_state, save_file
 from .talker import DEFAULT_CONFIG, TalkerModel
@@ -35,11 +36,11 @@ PRESETS = {
     # a few minutes on a 2-core CPU for a 15 s clip: for tests, examples and trying the tool
     "smoke": dict(size=128, static_iters=300, deform_iters=300, n_head=2000, n_torso=1500, max_gaussians=6000,
                   densify_every=100, opacity_reset_every=0, preview_every=200, log2_table_size=12, mouth_weight=0.0),
-    # two CPU cores, a 60-90 s clip: 65 minutes of `fit` measured on 88 s (the target is 45): 128 px frames,
+    # two CPU cores, a 60-90 s clip (target: 45 minutes of `fit`; docs/benchmarks.md): 128 px frames,
     # the mouth learned from a 96 px patch of preprocessing's high-resolution crops (docs/training.md)
-    "cpu": dict(size=128, static_iters=1000, deform_iters=2000, n_head=2000, n_torso=1500, max_gaussians=8000,
+    "cpu": dict(size=128, static_iters=1000, deform_iters=1000, n_head=2000, n_torso=1500, max_gaussians=8000,
                 densify_every=100, opacity_reset_every=0, preview_every=500, log2_table_size=14,
-                mouth_weight=1.0, mouth_px=96),
+                mouth_weight=1.0, mouth_px=96, mouth_steps=3),
     # the default on a CUDA GPU: what about 15 minutes on an RTX 3090-class GPU allows
     "fast": dict(size=512, static_iters=3000, deform_iters=30000, n_head=10000, n_torso=10000, max_gaussians=150000,
                  densify_every=100, opacity_reset_every=3000, preview_every=2500, log2_table_size=14,
@@ -110,6 +111,8 @@ class TrainData:
         self.viewmats = torch.as_tensor(video.viewmats, dtype=torch.float32, device=device)
         self.eyes = torch.as_tensor(video.tracks["eye"], dtype=torch.float32, device=device)
         self.lip_boxes = torch.as_tensor(video.tracks["lip_boxes"], dtype=torch.float32)
+        template = video.tracks.get("template") if hasattr(video, "tracks") else None
+        self.template = None if template is None or tuple(template.shape) != (478, 3) else np.asarray(template)
         self.audio = torch.as_tensor(video.audio_features(), dtype=torch.float32, device=device)
         self.background = torch.as_tensor(video.background, dtype=torch.float32, device=device)
         self.train_ids, self.val_ids = video.train_ids, video.heldout_ids
@@ -220,6 +223,8 @@ def build_model(data: TrainData, settings: FitSettings, feature_meta: dict, gene
     config["encoder"]["log2_table_size"] = sched["log2_table_size"]
     # the deformation field reads canonical positions without pushing them (Deformable 3D Gaussians)
     config.update(size=[data.height, data.width], audio=feature_meta, torso_bounds=bounds, detach_deform_input=True)
+    if data.template is not None:  # audio and eye move the lower face and the eyes, nothing else
+        config["deform_regions"] = deform_regions(data.template)
     model = TalkerModel(config, GaussianModel(head, torso), data.K, view, data.background,
                         data.viewmats[data.train_ids.to(data.viewmats.device)], data.eyes[data.train_ids.to(data.eyes.device)])
     model.audio_mean.copy_(data.audio_mean.cpu())
@@ -296,11 +301,7 @@ class Trainer:
             ((out["torso_alpha"] - torso_mask).abs() * outside_head).mean()
         loss = l1 + LOSS_WEIGHTS["mask"] * mask
         if mouth is not None:
-            crop, head = self.data.mouth(i, mouth["image"].shape[0])
-            err = ((mouth["image"] - crop).abs() * head).sum() / (head.sum() * 3).clamp_min(1)
-            loss = loss + self.sched["mouth_weight"] * err
-            if deform and self.lpips.net is not None:
-                loss = loss + LOSS_WEIGHTS["lpips"] * self.lpips(mouth["image"] * head, crop * head)
+            loss = loss + self.mouth_loss(i, mouth)
         elif deform:
             rows, cols = box_slices(self.data.lip_boxes[i], self.data.height, self.data.width)
             loss = loss + LOSS_WEIGHTS["lip"] * (out["image"][rows, cols] - image[rows, cols]).abs().mean()
@@ -328,10 +329,45 @@ class Trainer:
                                      check=False)
         return {"image": rgb, "head_alpha": alpha, "head_meta": meta}
 
+    def mouth_loss(self, i: int, mouth: dict) -> torch.Tensor:
+        """The lip term on the high-resolution mouth patch: L1 weighted by the head mask (and
+        LPIPS when available), times `mouth_weight`."""
+        crop, head = self.data.mouth(i, mouth["image"].shape[0])
+        loss = self.sched["mouth_weight"] * ((mouth["image"] - crop).abs() * head).sum() / (head.sum() * 3).clamp_min(1)
+        if self.stage == "deform" and self.lpips.net is not None:
+            loss = loss + LOSS_WEIGHTS["lpips"] * self.lpips(mouth["image"] * head, crop * head)
+        return loss
+
+    def mouth_step(self) -> None:
+        """A deformation-only update on one random frame's mouth patch: the audio smoother, the
+        face field and its hash tables learn from the lips at a third of a full step's cost (the
+        torso, the whole frame and the Gaussians are left out). The deformation stage runs
+        `mouth_steps` of these after each full step: the audio-to-mouth mapping needs many more
+        updates than the Gaussians do."""
+        ids = self.data.train_ids
+        i = int(ids[torch.randint(len(ids), (1,), generator=self.gen)])
+        head, _ = self.model.deform(self.code(i), self.data.viewmats[i], self.data.eyes[i], backend=self.backend)
+        loss = self.mouth_loss(i, self.render_mouth(i, head))
+        self.net_opt.zero_grad(set_to_none=True)
+        self.gauss_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.net_opt.step()
+
     def step(self) -> None:
-        """One iteration. Its loss and PSNR land in `history` (read back from the device in
-        batches, so a step on a GPU waits for nothing but the intersection buffers' sizes)."""
+        """One iteration (in the deformation stage followed by `mouth_steps` mouth-only updates).
+        Its loss and PSNR land in `history` (read back from the device in batches, so a step on
+        a GPU waits for nothing but the intersection buffers' sizes)."""
         deform = self.stage == "deform"
+        with_mouth = self._full_step(deform)
+        # only once the full step's graph is gone: densification may just have resized the
+        # Gaussians, and a live graph keeps their old-sized gradient accumulators
+        if deform and with_mouth:
+            for _ in range(int(self.sched.get("mouth_steps", 0))):
+                self.mouth_step()
+
+    def _full_step(self, deform: bool) -> bool:
+        """The whole frame (and the mouth patch when there is one): every part learns, density
+        control runs. Returns whether a mouth patch was rendered."""
         ids = self.data.train_ids
         i = int(ids[torch.randint(len(ids), (1,), generator=self.gen)])
         self._update_lr()
@@ -363,6 +399,7 @@ class Trainer:
             self._pending.append((self.step_count, loss.detach(), F.mse_loss(out["image"].detach().clamp(0, 1), image)))
         if len(self._pending) >= HISTORY_FLUSH:
             self._flush_history()
+        return mouth is not None
 
     @property
     def history(self) -> list[list[float]]:

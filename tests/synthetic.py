@@ -9,7 +9,7 @@ from gstalker.data import ClipFacts
 class SyntheticClip(ClipFacts):
     """`n` frames of a disc 'head' over a box 'torso' on a plain background; a dark 'mouth' in
     the disc opens and closes with the audio features (all equal to the mouth opening, plus
-    noise). `mouth` [n] in [0, 1]: the opening per frame (default a sine of period 4 pi frames)."""
+    noise). `mouth` [n] in [0, 1]: the opening per frame (`opening`) (default a sine of period 4 pi frames)."""
 
     def __init__(self, n: int = 40, size: int = 64, feature_dim: int = 8, window: int = 16, seed: int = 0,
                  mouth=None):
@@ -22,8 +22,8 @@ class SyntheticClip(ClipFacts):
         viewmats[:, 2, 3] = 6.0
         viewmats[:, 0, 3] = 0.05 * torch.sin(torch.arange(n) / 5)
         self.viewmats = viewmats
-        self.mouth = 0.5 + 0.5 * np.sin(np.arange(n) / 2) if mouth is None else np.asarray(mouth, np.float64)
-        feats = self.mouth[:, None, None] + 0.05 * rng.standard_normal((n, window, feature_dim))
+        self.opening = 0.5 + 0.5 * np.sin(np.arange(n) / 2) if mouth is None else np.asarray(mouth, np.float64)
+        feats = self.opening[:, None, None] + 0.05 * rng.standard_normal((n, window, feature_dim))
         self._features = torch.tensor(feats, dtype=torch.float32)
         self.tracks = {
             "eye": (0.5 + 0.5 * torch.sin(torch.arange(n) / 3)).float(),
@@ -45,7 +45,7 @@ class SyntheticClip(ClipFacts):
         img = self.background.numpy().copy()
         img[torso] = [0.8, 0.2, 0.2]
         img[head] = [0.9, 0.75, 0.6]
-        mouth = head & (np.abs(xx - cx) < s * 0.08) & (np.abs(yy - s * 0.53) < s * 0.01 + s * 0.04 * self.mouth[i])
+        mouth = head & (np.abs(xx - cx) < s * 0.08) & (np.abs(yy - s * 0.53) < s * 0.01 + s * 0.04 * self.opening[i])
         img[mouth] = [0.3, 0.05, 0.05]
         return img, head, torso
 

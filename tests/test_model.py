@@ -329,3 +329,51 @@ def test_gradients_flow_from_rendered_image_to_every_trainable_part(one_thread):
     # view-space gradients for density control
     gm.head.add_densification_stats(meta["means2d"].grad, meta["radii"])
     assert (gm.head.grad_accum > 0).sum() > 10
+
+
+# ----------------------------------------------------------------------------- deformation regions
+
+
+def test_region_weight_is_one_inside_zero_beyond_the_falloff_and_smooth_between():
+    from gstalker.model import region_weight
+
+    region = [{"center": [0.0, 0.5, 0.0], "radii": [0.5, 0.25, 0.5]}]
+    y = torch.linspace(0.5, 1.0, 51)  # along y from the centre out: radius 1 at 0.75, falloff 1.4 at 0.85
+    pts = torch.stack([torch.zeros_like(y), y, torch.zeros_like(y)], -1)
+    w = region_weight(pts, region)[:, 0]
+    assert (w[y <= 0.75] == 1).all() and (w[y >= 0.85] == 0).all()
+    between = w[(y > 0.76) & (y < 0.84)]
+    assert ((between > 0) & (between < 1)).all() and (between.diff() < 0).all()
+    two = region_weight(pts, region + [{"center": [0.0, 1.0, 0.0], "radii": [0.1, 0.1, 0.1]}])[:, 0]
+    assert two[-1] == 1 and torch.equal(two[y < 0.85], w[y < 0.85])  # the union of the regions
+
+
+def test_the_face_deforms_only_inside_its_regions(tmp_path):
+    """Audio and eye move head Gaussians inside the model's deform_regions and leave the rest
+    exactly where they are (the audio code cannot move the hair line); the inference cache
+    gives the same frame."""
+    import gstalker
+    from synthetic import tiny_mel_model
+
+    model = gstalker.load(tiny_mel_model(tmp_path), device="cpu").model
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.face.mlp.out.weight.normal_(0, 0.1)  # a field that moves everything
+    means = model.gaussians.head.means.detach()
+    centre = means[0]
+    model.config["deform_regions"] = [{"center": centre.tolist(), "radii": [0.3, 0.3, 0.3]}]
+    code, view = torch.randn(model.config["code_dim"]), model.poses[0]
+    with torch.no_grad():
+        head, _ = model.deform(code, view, 0.5)
+        cached, _ = model.deform(code, view, 0.5, cache=model.inference_cache())
+    moved = (head["means3d"] - means).norm(dim=-1)
+    dist = (means - centre).norm(dim=-1)
+    outside, inside = dist > 0.3 * 1.4, dist < 0.3
+    assert outside.sum() > 10 and inside.sum() > 0
+    assert (moved[outside] == 0).all() and (moved[inside] > 0).all()
+    assert torch.equal(head["quats"][outside], model.gaussians.head.render_args()["quats"][outside])
+    assert torch.allclose(cached["means3d"], head["means3d"], atol=1e-6)
+    del model.config["deform_regions"]  # the control: without regions everything moves
+    with torch.no_grad():
+        free, _ = model.deform(code, view, 0.5)
+    assert ((free["means3d"] - means).norm(dim=-1)[outside] > 0).all()

@@ -181,3 +181,60 @@ def test_loss_curve_is_a_plot_of_both_series(tmp_path):
     blue = (rgb[..., 2] > 150) & (rgb[..., 0] < 80)  # tab:blue, the PSNR
     assert red.sum() > 300 and blue.sum() > 300
     assert plot_curve([], tmp_path / "empty.png").stat().st_size > 0  # nothing trained yet: empty axes
+
+
+class ClipWithMouthCrops(SyntheticClip):
+    """The synthetic clip with preprocessing's high-resolution mouth crops: the lip box (doubled)
+    resampled from the frame at 3x."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        s = self.size[0]
+        self.tracks["mouth_boxes"] = torch.tensor([s * 0.35, s * 0.43, s * 0.65, s * 0.73]).repeat(self.num_frames, 1)
+
+    def mouth(self, i):
+        x0, y0, x1, y1 = (int(v) for v in self.tracks["mouth_boxes"][i])
+        crop = self.frame(i)[y0:y1, x0:x1].permute(2, 0, 1)[None]
+        return (torch.nn.functional.interpolate(crop, scale_factor=3, mode="nearest")[0].permute(1, 2, 0) * 255).byte()
+
+
+def test_mouth_steps_train_the_face_field_from_the_mouth_patch_alone(tmp_path):
+    """In the deformation stage each full step is followed by `mouth_steps` updates of the audio
+    networks on the mouth patch: they change the face field and smoother, never the Gaussians."""
+    s = FitSettings.from_preset("cpu", size=32, lpips="off", iters=4)
+    s.schedule.update(n_head=200, n_torso=100, preview_every=0, log2_table_size=8, mouth_px=24, mouth_steps=2)
+    t = Trainer(TrainData(ClipWithMouthCrops(n=12, size=32), torch.device("cpu")), s, {"kind": "synthetic", "dim": 8, "window": 16}, tmp_path)
+    t.step_count = s.static_iters  # straight to the deformation stage
+    t.step()  # a full step: the zero-initialised last layer learns first
+    calls = []
+    original = t.mouth_step
+    t.mouth_step = lambda: (calls.append(1), original())
+    gaussians = {k: v.detach().clone() for k, v in t.model.gaussians.state_dict().items()}
+    face = t.model.face.mlp.out.weight.detach().clone()
+    t.mouth_step()
+    assert all(torch.equal(v, t.model.gaussians.state_dict()[k]) for k, v in gaussians.items())
+    assert not torch.equal(face, t.model.face.mlp.out.weight)
+    t.step()
+    assert len(calls) == 3  # the explicit one, then two after the full step
+
+
+def test_mouth_steps_after_densification_resized_the_gaussians(tmp_path):
+    """Density control at the end of a full step changes the number of Gaussians; the mouth steps
+    that follow must build their graph on the new ones (a live graph of the full step kept the old
+    size's gradient accumulators: "SigmoidBackward0 returned an invalid gradient", 16 minutes into
+    a real fit)."""
+    s = FitSettings.from_preset("cpu", size=32, lpips="off", iters=4)
+    s.schedule.update(n_head=200, n_torso=100, preview_every=0, log2_table_size=8, mouth_px=24, mouth_steps=2)
+    t = Trainer(TrainData(ClipWithMouthCrops(n=12, size=32), torch.device("cpu")), s, {"kind": "synthetic", "dim": 8, "window": 16}, tmp_path)
+    t.step_count = s.static_iters
+
+    def prune_a_tenth():
+        head = t.model.gaussians.head
+        head.prune(torch.arange(len(head)) % 10 == 0, t.gauss_opt)
+
+    t._density_control = prune_a_tenth
+    for _ in range(2):
+        n = len(t.model.gaussians.head)
+        t.step()
+        assert len(t.model.gaussians.head) < n
+

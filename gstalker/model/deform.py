@@ -24,7 +24,7 @@ from torch import nn
 from ..kernels.hashgrid import TriPlaneEncoder
 
 __all__ = [
-    "Deltas", "FaceDeformation", "TorsoDeformation", "positional_encoding", "pose_to_6d", "rotmat_to_axis_angle",
+    "Deltas", "FaceDeformation", "region_weight", "TorsoDeformation", "positional_encoding", "pose_to_6d", "rotmat_to_axis_angle",
 ]
 
 
@@ -35,6 +35,20 @@ class Deltas(NamedTuple):
     means: torch.Tensor
     quats: torch.Tensor
     log_scales: torch.Tensor
+
+
+def region_weight(means: torch.Tensor, regions: list[dict], falloff: float = 1.4) -> torch.Tensor:
+    """How much each Gaussian may deform: [N, 1] in [0, 1], 1 inside any of the ellipsoids
+    `regions` ([{"center": [3], "radii": [3]}], canonical space), falling smoothly (smoothstep)
+    to 0 at `falloff` times their radii. means: [N, 3] float32."""
+    weight = torch.zeros(means.shape[0], 1, dtype=means.dtype, device=means.device)
+    for r in regions:
+        c = torch.tensor(r["center"], dtype=means.dtype, device=means.device)
+        radii = torch.tensor(r["radii"], dtype=means.dtype, device=means.device)
+        dist = ((means - c) / radii).norm(dim=-1, keepdim=True)
+        x = ((falloff - dist) / (falloff - 1)).clamp(0, 1)
+        weight = torch.maximum(weight, x * x * (3 - 2 * x))
+    return weight
 
 
 def positional_encoding(x: torch.Tensor, n_freqs: int = 6) -> torch.Tensor:

@@ -41,3 +41,26 @@ def lip_boxes(lm2d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     x0 = np.clip(c[:, 0] - side / 2, 0, w - side)
     y0 = np.clip(c[:, 1] - side / 2, 0, h - side)
     return np.stack([x0, y0, x0 + side, y0 + side], -1).astype(np.float32)
+
+
+# where the face may deform (canonical space, the template's units: face width 1)
+NOSE_BASE, CHIN, JAW_LEFT, JAW_RIGHT = 2, 152, 172, 397
+
+
+def deform_regions(template: np.ndarray) -> list[dict]:
+    """Ellipsoids [{"center": [3], "radii": [3]}] in canonical head space, from the rigid template
+    [478, 3]: the lower face (nose base to below the chin, jaw to jaw: lips, jaw, cheeks and the
+    chin's travel) and each eye (lids). The face deformation is confined to them
+    (`gstalker.model.region_weight`), so the audio code moves the mouth and jaw and cannot become
+    a frame identifier that moves the hair line or face outline to explain pose-tracking error."""
+    t = np.asarray(template, dtype=np.float64)
+    jaw_w = abs(t[JAW_RIGHT, 0] - t[JAW_LEFT, 0])
+    h = t[CHIN, 1] - t[NOSE_BASE, 1]
+    lower_c = [(t[JAW_LEFT, 0] + t[JAW_RIGHT, 0]) / 2, (t[NOSE_BASE, 1] + t[CHIN, 1]) / 2 + 0.1 * h,
+               (t[OUTER_LIPS, 2].mean() + (t[JAW_LEFT, 2] + t[JAW_RIGHT, 2]) / 2) / 2]
+    regions = [{"center": lower_c, "radii": [0.6 * jaw_w, 0.65 * h, 0.6 * jaw_w]}]
+    for ring in (RIGHT_EYE, LEFT_EYE):
+        p = t[ring]
+        w = np.linalg.norm(p[0] - p[8])  # corner to corner
+        regions.append({"center": p.mean(0).tolist(), "radii": [0.8 * w, 0.6 * w, 0.8 * w]})
+    return [{"center": [float(v) for v in r["center"]], "radii": [float(v) for v in r["radii"]]} for r in regions]
