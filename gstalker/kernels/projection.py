@@ -115,26 +115,129 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
+    # Device helpers, inlined by Triton. Each computes one step of the projection and returns a
+    # handful of values (a 3x3 matrix as 9 scalars, row by row, at the most); both kernels call
+    # them, the backward keeping the intermediates its gradients need.
+
     @triton.jit
-    def _camera(view_ptr, K_ptr):
-        """Loads the 12 world-to-camera numbers and 4 intrinsics shared by every Gaussian."""
-        r00 = tl.load(view_ptr + 0)
-        r01 = tl.load(view_ptr + 1)
-        r02 = tl.load(view_ptr + 2)
-        t0 = tl.load(view_ptr + 3)
-        r10 = tl.load(view_ptr + 4)
-        r11 = tl.load(view_ptr + 5)
-        r12 = tl.load(view_ptr + 6)
-        t1 = tl.load(view_ptr + 7)
-        r20 = tl.load(view_ptr + 8)
-        r21 = tl.load(view_ptr + 9)
-        r22 = tl.load(view_ptr + 10)
-        t2 = tl.load(view_ptr + 11)
-        fx = tl.load(K_ptr + 0)
-        cx = tl.load(K_ptr + 2)
-        fy = tl.load(K_ptr + 4)
-        cy = tl.load(K_ptr + 5)
-        return r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy
+    def _view_row(view_ptr, i):
+        """Row i of the world-to-camera matrix: rotation row (ri0, ri1, ri2) and translation ti."""
+        return (tl.load(view_ptr + 4 * i + 0), tl.load(view_ptr + 4 * i + 1), tl.load(view_ptr + 4 * i + 2),
+                tl.load(view_ptr + 4 * i + 3))
+
+    @triton.jit
+    def _intrinsics(K_ptr):
+        """fx, fy, cx, cy of the 3x3 K."""
+        return tl.load(K_ptr + 0), tl.load(K_ptr + 4), tl.load(K_ptr + 2), tl.load(K_ptr + 5)
+
+    @triton.jit
+    def _load3(ptr, offs, m, other):
+        """The three values of each row offs of an [N, 3] array."""
+        v0 = tl.load(ptr + offs * 3 + 0, mask=m, other=other)
+        v1 = tl.load(ptr + offs * 3 + 1, mask=m, other=other)
+        v2 = tl.load(ptr + offs * 3 + 2, mask=m, other=other)
+        return v0, v1, v2
+
+    @triton.jit
+    def _camera_point(means_ptr, view_ptr, offs, m, NEAR: tl.constexpr):
+        """Camera-space mean (x, y, z) with z = 1 where culled by NEAR, the raw z, and the
+        in-front mask."""
+        r00, r01, r02, t0 = _view_row(view_ptr, 0)
+        r10, r11, r12, t1 = _view_row(view_ptr, 1)
+        r20, r21, r22, t2 = _view_row(view_ptr, 2)
+        mx, my, mz = _load3(means_ptr, offs, m, 0.0)
+        x = r00 * mx + r01 * my + r02 * mz + t0
+        y = r10 * mx + r11 * my + r12 * mz + t1
+        z_raw = r20 * mx + r21 * my + r22 * mz + t2
+        in_front = m & (z_raw >= NEAR)
+        return x, y, tl.where(in_front, z_raw, 1.0), z_raw, in_front
+
+    @triton.jit
+    def _unit_quat(quats_ptr, offs, m):
+        """The normalised quaternion (w, x, y, z) and 1 / its original length."""
+        qw = tl.load(quats_ptr + offs * 4 + 0, mask=m, other=1.0)
+        qx = tl.load(quats_ptr + offs * 4 + 1, mask=m, other=0.0)
+        qy = tl.load(quats_ptr + offs * 4 + 2, mask=m, other=0.0)
+        qz = tl.load(quats_ptr + offs * 4 + 3, mask=m, other=0.0)
+        inv = 1.0 / tl.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+        return qw * inv, qx * inv, qy * inv, qz * inv, inv
+
+    @triton.jit
+    def _rotmat(w, x, y, z):
+        """Rotation matrix of the unit quaternion (w, x, y, z)."""
+        R00 = 1.0 - 2.0 * (y * y + z * z)
+        R01 = 2.0 * (x * y - w * z)
+        R02 = 2.0 * (x * z + w * y)
+        R10 = 2.0 * (x * y + w * z)
+        R11 = 1.0 - 2.0 * (x * x + z * z)
+        R12 = 2.0 * (y * z - w * x)
+        R20 = 2.0 * (x * z - w * y)
+        R21 = 2.0 * (y * z + w * x)
+        R22 = 1.0 - 2.0 * (x * x + y * y)
+        return R00, R01, R02, R10, R11, R12, R20, R21, R22
+
+    @triton.jit
+    def _scale_cols(A00, A01, A02, A10, A11, A12, A20, A21, A22, s0, s1, s2):
+        """A diag(s0, s1, s2)."""
+        return A00 * s0, A01 * s1, A02 * s2, A10 * s0, A11 * s1, A12 * s2, A20 * s0, A21 * s1, A22 * s2
+
+    @triton.jit
+    def _matmul3(A00, A01, A02, A10, A11, A12, A20, A21, A22,
+                 B00, B01, B02, B10, B11, B12, B20, B21, B22):
+        """A B for 3x3 matrices, each entry summed left to right."""
+        return (A00 * B00 + A01 * B10 + A02 * B20, A00 * B01 + A01 * B11 + A02 * B21, A00 * B02 + A01 * B12 + A02 * B22,
+                A10 * B00 + A11 * B10 + A12 * B20, A10 * B01 + A11 * B11 + A12 * B21, A10 * B02 + A11 * B12 + A12 * B22,
+                A20 * B00 + A21 * B10 + A22 * B20, A20 * B01 + A21 * B11 + A22 * B21, A20 * B02 + A21 * B12 + A22 * B22)
+
+    @triton.jit
+    def _cam_factor(view_ptr, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz):
+        """P = W R S, W the view rotation: the camera-space covariance is P P^T."""
+        r00, r01, r02, _ = _view_row(view_ptr, 0)
+        r10, r11, r12, _ = _view_row(view_ptr, 1)
+        r20, r21, r22, _ = _view_row(view_ptr, 2)
+        M00, M01, M02, M10, M11, M12, M20, M21, M22 = _scale_cols(R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz)
+        return _matmul3(r00, r01, r02, r10, r11, r12, r20, r21, r22, M00, M01, M02, M10, M11, M12, M20, M21, M22)
+
+    @triton.jit
+    def _gram(P00, P01, P02, P10, P11, P12, P20, P21, P22):
+        """The 6 unique entries V00, V01, V02, V11, V12, V22 of V = P P^T."""
+        V00, V01, V02, _, V11, V12, _, _, V22 = _matmul3(P00, P01, P02, P10, P11, P12, P20, P21, P22,
+                                                         P00, P10, P20, P01, P11, P21, P02, P12, P22)
+        return V00, V01, V02, V11, V12, V22
+
+    @triton.jit
+    def _cam_cov3d(quats_ptr, scales_ptr, view_ptr, offs, m):
+        """Camera-space covariance V = W (R S)(R S)^T W^T of a block of Gaussians (6 entries)."""
+        w, qx, qy, qz, _ = _unit_quat(quats_ptr, offs, m)
+        R00, R01, R02, R10, R11, R12, R20, R21, R22 = _rotmat(w, qx, qy, qz)
+        sx, sy, sz = _load3(scales_ptr, offs, m, 1.0)
+        P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_factor(view_ptr, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz)
+        return _gram(P00, P01, P02, P10, P11, P12, P20, P21, P22)
+
+    @triton.jit
+    def _clamp_to_fov(x, y, z, fx, fy, width, height, FOV_CLAMP: tl.constexpr):
+        """(tx, ty) = z * (x/z, y/z) clamped to FOV_CLAMP x the half field of view, and whether
+        each was clamped."""
+        lim_x = FOV_CLAMP * 0.5 * width / fx
+        lim_y = FOV_CLAMP * 0.5 * height / fy
+        ux = x / z
+        uy = y / z
+        tx = z * tl.minimum(tl.maximum(ux, -lim_x), lim_x)
+        ty = z * tl.minimum(tl.maximum(uy, -lim_y), lim_y)
+        return tx, ty, (ux < -lim_x) | (ux > lim_x), (uy < -lim_y) | (uy > lim_y)
+
+    @triton.jit
+    def _jacobian(tx, ty, z, fx, fy):
+        """J's non-zero entries j00, j02, j11, j12 at the clamped camera point (tx, ty, z)."""
+        return fx / z, -fx * tx / (z * z), fy / z, -fy * ty / (z * z)
+
+    @triton.jit
+    def _cov2d(j00, j02, j11, j12, V00, V01, V02, V11, V12, V22, LOWPASS: tl.constexpr):
+        """The 2D covariance J V J^T + LOWPASS I as (a, b, c) = (00, 01, 11)."""
+        a = j00 * j00 * V00 + 2.0 * j00 * j02 * V02 + j02 * j02 * V22 + LOWPASS
+        b = j00 * j11 * V01 + j00 * j12 * V02 + j02 * j11 * V12 + j02 * j12 * V22
+        c = j11 * j11 * V11 + 2.0 * j11 * j12 * V12 + j12 * j12 * V22 + LOWPASS
+        return a, b, c
 
     @triton.jit
     def _project_fwd_kernel(
@@ -145,11 +248,12 @@ if HAS_TRITON:
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
-        (r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, cx, cy, x, y, z, z_raw, valid,
-         w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
-         V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22,
-         j00, j02, j11, j12, tx, ty, clamped_x, clamped_y, a, b, c) = _forward_parts(
-            means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height, NEAR, LOWPASS, FOV_CLAMP)
+        x, y, z, z_raw, valid = _camera_point(means_ptr, view_ptr, offs, m, NEAR)
+        fx, fy, cx, cy = _intrinsics(K_ptr)
+        V00, V01, V02, V11, V12, V22 = _cam_cov3d(quats_ptr, scales_ptr, view_ptr, offs, m)
+        tx, ty, _, _ = _clamp_to_fov(x, y, z, fx, fy, width, height, FOV_CLAMP)
+        j00, j02, j11, j12 = _jacobian(tx, ty, z, fx, fy)
+        a, b, c = _cov2d(j00, j02, j11, j12, V00, V01, V02, V11, V12, V22, LOWPASS)
         det = a * c - b * b
         valid = valid & (det > 0)
         det = tl.where(valid, det, 1.0)
@@ -175,107 +279,6 @@ if HAS_TRITON:
         tl.store(radii_ptr + offs, tl.where(valid, radius, 0.0).to(tl.int32), mask=m)
 
     @triton.jit
-    def _rotation(qw, qx, qy, qz):
-        inv = 1.0 / tl.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
-        w = qw * inv
-        x = qx * inv
-        y = qy * inv
-        z = qz * inv
-        R00 = 1.0 - 2.0 * (y * y + z * z)
-        R01 = 2.0 * (x * y - w * z)
-        R02 = 2.0 * (x * z + w * y)
-        R10 = 2.0 * (x * y + w * z)
-        R11 = 1.0 - 2.0 * (x * x + z * z)
-        R12 = 2.0 * (y * z - w * x)
-        R20 = 2.0 * (x * z - w * y)
-        R21 = 2.0 * (y * z + w * x)
-        R22 = 1.0 - 2.0 * (x * x + y * y)
-        return w, x, y, z, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22
-
-    @triton.jit
-    def _jacobian(x, y, z, fx, fy, width, height, FOV_CLAMP: tl.constexpr):
-        """J's non-zero entries at camera point (x, y, z), with x/z and y/z clamped to FOV_CLAMP x
-        the half field of view."""
-        lim_x = FOV_CLAMP * 0.5 * width / fx
-        lim_y = FOV_CLAMP * 0.5 * height / fy
-        ux = x / z
-        uy = y / z
-        clamped_x = (ux < -lim_x) | (ux > lim_x)
-        clamped_y = (uy < -lim_y) | (uy > lim_y)
-        tx = z * tl.minimum(tl.maximum(ux, -lim_x), lim_x)
-        ty = z * tl.minimum(tl.maximum(uy, -lim_y), lim_y)
-        j00 = fx / z
-        j02 = -fx * tx / (z * z)
-        j11 = fy / z
-        j12 = -fy * ty / (z * z)
-        return j00, j02, j11, j12, tx, ty, clamped_x, clamped_y
-
-    @triton.jit
-    def _cam_cov(R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
-                 r00, r01, r02, r10, r11, r12, r20, r21, r22):
-        """Camera-space covariance V = W (R S)(R S)^T W^T as 6 unique entries; also M = R S."""
-        M00 = R00 * sx
-        M01 = R01 * sy
-        M02 = R02 * sz
-        M10 = R10 * sx
-        M11 = R11 * sy
-        M12 = R12 * sz
-        M20 = R20 * sx
-        M21 = R21 * sy
-        M22 = R22 * sz
-        # P = W M, then V = P P^T
-        P00 = r00 * M00 + r01 * M10 + r02 * M20
-        P01 = r00 * M01 + r01 * M11 + r02 * M21
-        P02 = r00 * M02 + r01 * M12 + r02 * M22
-        P10 = r10 * M00 + r11 * M10 + r12 * M20
-        P11 = r10 * M01 + r11 * M11 + r12 * M21
-        P12 = r10 * M02 + r11 * M12 + r12 * M22
-        P20 = r20 * M00 + r21 * M10 + r22 * M20
-        P21 = r20 * M01 + r21 * M11 + r22 * M21
-        P22 = r20 * M02 + r21 * M12 + r22 * M22
-        V00 = P00 * P00 + P01 * P01 + P02 * P02
-        V01 = P00 * P10 + P01 * P11 + P02 * P12
-        V02 = P00 * P20 + P01 * P21 + P02 * P22
-        V11 = P10 * P10 + P11 * P11 + P12 * P12
-        V12 = P10 * P20 + P11 * P21 + P12 * P22
-        V22 = P20 * P20 + P21 * P21 + P22 * P22
-        return V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22
-
-    @triton.jit
-    def _forward_parts(means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height,
-                       NEAR: tl.constexpr, LOWPASS: tl.constexpr, FOV_CLAMP: tl.constexpr):
-        """Loads a block of Gaussians and runs the projection up to the 2D covariance (a, b, c),
-        returning every intermediate the backward needs (the forward ignores most of them)."""
-        r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, fx, fy, cx, cy = _camera(view_ptr, K_ptr)
-        mx = tl.load(means_ptr + offs * 3 + 0, mask=m, other=0.0)
-        my = tl.load(means_ptr + offs * 3 + 1, mask=m, other=0.0)
-        mz = tl.load(means_ptr + offs * 3 + 2, mask=m, other=0.0)
-        x = r00 * mx + r01 * my + r02 * mz + t0
-        y = r10 * mx + r11 * my + r12 * mz + t1
-        z_raw = r20 * mx + r21 * my + r22 * mz + t2
-        valid = m & (z_raw >= NEAR)
-        z = tl.where(valid, z_raw, 1.0)
-        qw = tl.load(quats_ptr + offs * 4 + 0, mask=m, other=1.0)
-        qx = tl.load(quats_ptr + offs * 4 + 1, mask=m, other=0.0)
-        qy = tl.load(quats_ptr + offs * 4 + 2, mask=m, other=0.0)
-        qz = tl.load(quats_ptr + offs * 4 + 3, mask=m, other=0.0)
-        sx = tl.load(scales_ptr + offs * 3 + 0, mask=m, other=1.0)
-        sy = tl.load(scales_ptr + offs * 3 + 1, mask=m, other=1.0)
-        sz = tl.load(scales_ptr + offs * 3 + 2, mask=m, other=1.0)
-        w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22 = _rotation(qw, qx, qy, qz)
-        V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_cov(
-            R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
-            r00, r01, r02, r10, r11, r12, r20, r21, r22)
-        j00, j02, j11, j12, tx, ty, clamped_x, clamped_y = _jacobian(x, y, z, fx, fy, width, height, FOV_CLAMP)
-        a = j00 * j00 * V00 + 2.0 * j00 * j02 * V02 + j02 * j02 * V22 + LOWPASS
-        b = j00 * j11 * V01 + j00 * j12 * V02 + j02 * j11 * V12 + j02 * j12 * V22
-        c = j11 * j11 * V11 + 2.0 * j11 * j12 * V12 + j12 * j12 * V22 + LOWPASS
-        return (r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, cx, cy, x, y, z, z_raw, valid,
-                w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
-                V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22,
-                j00, j02, j11, j12, tx, ty, clamped_x, clamped_y, a, b, c)
-
-    @triton.jit
     def _project_bwd_kernel(
         means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, radii_ptr,
         g_means2d_ptr, g_conics_ptr,
@@ -285,11 +288,17 @@ if HAS_TRITON:
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
-        (r00, r01, r02, r10, r11, r12, r20, r21, r22, fx, fy, cx, cy, x, y, z, z_raw, valid,
-         w, qxn, qyn, qzn, inv, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz,
-         V00, V01, V02, V11, V12, V22, P00, P01, P02, P10, P11, P12, P20, P21, P22,
-         j00, j02, j11, j12, tx, ty, clamped_x, clamped_y, a, b, c) = _forward_parts(
-            means_ptr, quats_ptr, scales_ptr, view_ptr, K_ptr, offs, m, width, height, NEAR, LOWPASS, FOV_CLAMP)
+        # the forward again, keeping what the gradients need
+        x, y, z, _, _ = _camera_point(means_ptr, view_ptr, offs, m, NEAR)
+        fx, fy, _, _ = _intrinsics(K_ptr)
+        w, qxn, qyn, qzn, inv = _unit_quat(quats_ptr, offs, m)
+        R00, R01, R02, R10, R11, R12, R20, R21, R22 = _rotmat(w, qxn, qyn, qzn)
+        sx, sy, sz = _load3(scales_ptr, offs, m, 1.0)
+        P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_factor(view_ptr, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz)
+        V00, V01, V02, V11, V12, V22 = _gram(P00, P01, P02, P10, P11, P12, P20, P21, P22)
+        tx, ty, clamped_x, clamped_y = _clamp_to_fov(x, y, z, fx, fy, width, height, FOV_CLAMP)
+        j00, j02, j11, j12 = _jacobian(tx, ty, z, fx, fy)
+        a, b, c = _cov2d(j00, j02, j11, j12, V00, V01, V02, V11, V12, V22, LOWPASS)
         # culled Gaussians get no gradient (and their det may be 0)
         valid = m & (tl.load(radii_ptr + offs, mask=m, other=0) > 0)
         det = tl.where(valid, a * c - b * b, 1.0)
@@ -337,46 +346,28 @@ if HAS_TRITON:
         gz += tl.where(clamped_x, gtx * tx * iz, 0.0)
         gy += tl.where(clamped_y, 0.0, gty)
         gz += tl.where(clamped_y, gty * ty * iz, 0.0)
+        r00, r01, r02, _ = _view_row(view_ptr, 0)
+        r10, r11, r12, _ = _view_row(view_ptr, 1)
+        r20, r21, r22, _ = _view_row(view_ptr, 2)
         tl.store(g_means_ptr + offs * 3 + 0, r00 * gx + r10 * gy + r20 * gz, mask=m)
         tl.store(g_means_ptr + offs * 3 + 1, r01 * gx + r11 * gy + r21 * gz, mask=m)
         tl.store(g_means_ptr + offs * 3 + 2, r02 * gx + r12 * gy + r22 * gz, mask=m)
 
-        # V = P P^T with P = W M: dL/dP = 2 Gv P (Gv symmetric, off-diagonals halved)
-        h01 = 0.5 * gV01
-        h02 = 0.5 * gV02
-        h12 = 0.5 * gV12
-        gP00 = 2.0 * (gV00 * P00 + h01 * P10 + h02 * P20)
-        gP01 = 2.0 * (gV00 * P01 + h01 * P11 + h02 * P21)
-        gP02 = 2.0 * (gV00 * P02 + h01 * P12 + h02 * P22)
-        gP10 = 2.0 * (h01 * P00 + gV11 * P10 + h12 * P20)
-        gP11 = 2.0 * (h01 * P01 + gV11 * P11 + h12 * P21)
-        gP12 = 2.0 * (h01 * P02 + gV11 * P12 + h12 * P22)
-        gP20 = 2.0 * (h02 * P00 + h12 * P10 + gV22 * P20)
-        gP21 = 2.0 * (h02 * P01 + h12 * P11 + gV22 * P21)
-        gP22 = 2.0 * (h02 * P02 + h12 * P12 + gV22 * P22)
-        # M = W^T gP
-        gM00 = r00 * gP00 + r10 * gP10 + r20 * gP20
-        gM01 = r00 * gP01 + r10 * gP11 + r20 * gP21
-        gM02 = r00 * gP02 + r10 * gP12 + r20 * gP22
-        gM10 = r01 * gP00 + r11 * gP10 + r21 * gP20
-        gM11 = r01 * gP01 + r11 * gP11 + r21 * gP21
-        gM12 = r01 * gP02 + r11 * gP12 + r21 * gP22
-        gM20 = r02 * gP00 + r12 * gP10 + r22 * gP20
-        gM21 = r02 * gP01 + r12 * gP11 + r22 * gP21
-        gM22 = r02 * gP02 + r12 * gP12 + r22 * gP22
+        # V = P P^T: dL/dP = (Gv + Gv^T) P, Gv holding V's gradient with the off-diagonals
+        # split between their two places (the diagonal doubled instead of the off-diagonals
+        # halved: exactly 2x the same sums, so the same floats)
+        gP00, gP01, gP02, gP10, gP11, gP12, gP20, gP21, gP22 = _matmul3(
+            2.0 * gV00, gV01, gV02, gV01, 2.0 * gV11, gV12, gV02, gV12, 2.0 * gV22,
+            P00, P01, P02, P10, P11, P12, P20, P21, P22)
+        # P = W M: dL/dM = W^T dL/dP
+        gM00, gM01, gM02, gM10, gM11, gM12, gM20, gM21, gM22 = _matmul3(
+            r00, r10, r20, r01, r11, r21, r02, r12, r22, gP00, gP01, gP02, gP10, gP11, gP12, gP20, gP21, gP22)
         # M = R diag(s)
         tl.store(g_scales_ptr + offs * 3 + 0, gM00 * R00 + gM10 * R10 + gM20 * R20, mask=m)
         tl.store(g_scales_ptr + offs * 3 + 1, gM01 * R01 + gM11 * R11 + gM21 * R21, mask=m)
         tl.store(g_scales_ptr + offs * 3 + 2, gM02 * R02 + gM12 * R12 + gM22 * R22, mask=m)
-        gR00 = gM00 * sx
-        gR01 = gM01 * sy
-        gR02 = gM02 * sz
-        gR10 = gM10 * sx
-        gR11 = gM11 * sy
-        gR12 = gM12 * sz
-        gR20 = gM20 * sx
-        gR21 = gM21 * sy
-        gR22 = gM22 * sz
+        gR00, gR01, gR02, gR10, gR11, gR12, gR20, gR21, gR22 = _scale_cols(
+            gM00, gM01, gM02, gM10, gM11, gM12, gM20, gM21, gM22, sx, sy, sz)
         # R(q) for the normalised q, then through the normalisation
         gw = 2.0 * (qxn * (gR21 - gR12) + qyn * (gR02 - gR20) + qzn * (gR10 - gR01))
         gqx = 2.0 * (-2.0 * qxn * (gR11 + gR22) + qyn * (gR10 + gR01) + qzn * (gR20 + gR02) + w * (gR21 - gR12))
