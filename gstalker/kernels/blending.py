@@ -126,7 +126,7 @@ class _BlendTorch(torch.autograd.Function):
             color[tiles] = acc
             T[tiles] = T_group
         ctx.save_for_backward(means2d, conics, opacities, colors, background, isect_ids, tile_ranges, color, T)
-        ctx.size = (width, height)
+        ctx.grid = (width, height, tiles_x, tiles_y)
         image = _from_tiles(color, tiles_x, tiles_y, width, height)
         T_img = _from_tiles(T[..., None], tiles_x, tiles_y, width, height)
         if background is not None:
@@ -136,8 +136,7 @@ class _BlendTorch(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_image, g_alpha_out):
         means2d, conics, opacities, colors, background, isect_ids, tile_ranges, color, T = ctx.saved_tensors
-        width, height = ctx.size
-        tiles_x, tiles_y = tile_grid(width, height)
+        width, height, tiles_x, tiles_y = ctx.grid
         C = colors.shape[1]
         g_img = _to_tiles(g_image, tiles_x, tiles_y)
         g_aout = _to_tiles(g_alpha_out, tiles_x, tiles_y)[..., 0]
@@ -333,6 +332,63 @@ if HAS_TRITON:
             return True
 
     @triton.jit
+    def _walk(px, py, inside, start, end, isect_ptr, means2d_ptr, conics_ptr, opac_ptr, colors_ptr, C, c0,
+              state, ctx, STEP: tl.constexpr, CG: tl.constexpr, BATCH: tl.constexpr, ROWS: tl.constexpr,
+              ONE_WARP: tl.constexpr, SKIP: tl.constexpr, PREFETCH: tl.constexpr):
+        """Walks the tile's list front to back in batches of BATCH, as both kernels do, and returns
+        (state, T_final). For each Gaussian that some pixel blends (each one without SKIP),
+        `state = STEP(state, ctx, gid, params, dx, dy, g, raw, alpha, T_before, CG, ONE_WARP)`,
+        T_before the transmittance in front of it; the walk stops once every pixel has.
+        With PREFETCH the next Gaussian's parameters, and the id after it, are loaded while one
+        is blended."""
+        T_in = tl.full([ROWS, 32], 1.0, tl.float32)  # transmittance in front of the batch
+        trans = T_in  # product of (1 - alpha) over the batch so far
+        done = tl.where(inside, 0, 1)
+        # the Gaussian to blend next, and the id after it (PREFETCH)
+        gid = _list_id(isect_ptr, start, end)
+        gid_n = _list_id(isect_ptr, start + 1, end)
+        params = _params(means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid, C, c0, CG)
+        b0 = start
+        while (b0 < end) & (tl.min(tl.min(done, axis=1), axis=0) == 0):
+            for k in range(b0, tl.minimum(b0 + BATCH, end)):
+                if PREFETCH:
+                    params_n = _params(means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid_n, C, c0, CG)
+                    gid_nn = _list_id(isect_ptr, k + 2, end)
+                else:
+                    gid = _list_id(isect_ptr, k, end)
+                    params = _params(means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid, C, c0, CG)
+                mx, my, ca, cb, cc, op, _, _, _, _ = params
+                dx, dy, g, raw, alpha, stop = _alpha(px, py, mx, my, ca, cb, cc, op, T_in, trans, done)
+                done = done | stop.to(tl.int32)
+                if _any_positive(alpha, SKIP):
+                    T_before = T_in * trans
+                    trans = trans * (1.0 - alpha)
+                    state = STEP(state, ctx, gid, params, dx, dy, g, raw, alpha, T_before, CG, ONE_WARP)
+                if PREFETCH:
+                    params = params_n
+                    gid = gid_n
+                    gid_n = gid_nn
+            T_in = T_in * trans
+            trans = tl.full([ROWS, 32], 1.0, tl.float32)
+            b0 += BATCH
+        return state, T_in
+
+    @triton.jit
+    def _blend_step(acc, ctx, gid, params, dx, dy, g, raw, alpha, T_before, CG: tl.constexpr, ONE_WARP: tl.constexpr):
+        """The forward's step: the Gaussian's colour, weighted by alpha x T_before, onto the sums."""
+        acc0, acc1, acc2, acc3 = acc
+        _, _, _, _, _, _, col0, col1, col2, col3 = params
+        w = alpha * T_before
+        acc0 += w * col0
+        if CG > 1:
+            acc1 += w * col1
+        if CG > 2:
+            acc2 += w * col2
+        if CG > 3:
+            acc3 += w * col3
+        return acc0, acc1, acc2, acc3
+
+    @triton.jit
     def _blend_fwd_kernel(
         ranges_ptr, isect_ptr, means2d_ptr, conics_ptr, opac_ptr, colors_ptr,
         color_out_ptr, T_out_ptr,
@@ -342,45 +398,10 @@ if HAS_TRITON:
     ):
         """Channels c0 .. c0 + CG - 1 (CG <= 4) of one program's pixels; colors [N, C], color_out [H, W, C]."""
         px, py, inside, pix, start, end = _tile_setup(ranges_ptr, width, height, tiles_x, ROWS)
-        T_in = tl.full([ROWS, 32], 1.0, tl.float32)  # transmittance in front of the batch
-        trans = T_in  # product of (1 - alpha) over the batch so far
-        done = tl.where(inside, 0, 1)
-        acc0 = tl.zeros([ROWS, 32], tl.float32)
-        acc1 = acc0
-        acc2 = acc0
-        acc3 = acc0
-        # the Gaussian to blend next, and the id after it (PREFETCH)
-        gid_n = _list_id(isect_ptr, start + 1, end)
-        mx, my, ca, cb, cc, op, col0, col1, col2, col3 = _params(
-            means2d_ptr, conics_ptr, opac_ptr, colors_ptr, _list_id(isect_ptr, start, end), C, c0, CG)
-        b0 = start
-        while (b0 < end) & (tl.min(tl.min(done, axis=1), axis=0) == 0):
-            for k in range(b0, tl.minimum(b0 + BATCH, end)):
-                if PREFETCH:
-                    nmx, nmy, nca, ncb, ncc, nop, ncol0, ncol1, ncol2, ncol3 = _params(
-                        means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid_n, C, c0, CG)
-                    gid_n = _list_id(isect_ptr, k + 2, end)
-                else:
-                    mx, my, ca, cb, cc, op, col0, col1, col2, col3 = _params(
-                        means2d_ptr, conics_ptr, opac_ptr, colors_ptr, _list_id(isect_ptr, k, end), C, c0, CG)
-                dx, dy, g, raw, alpha, stop = _alpha(px, py, mx, my, ca, cb, cc, op, T_in, trans, done)
-                done = done | stop.to(tl.int32)
-                if _any_positive(alpha, SKIP):
-                    w = alpha * (T_in * trans)
-                    trans = trans * (1.0 - alpha)
-                    acc0 += w * col0
-                    if CG > 1:
-                        acc1 += w * col1
-                    if CG > 2:
-                        acc2 += w * col2
-                    if CG > 3:
-                        acc3 += w * col3
-                if PREFETCH:
-                    mx, my, ca, cb, cc, op = nmx, nmy, nca, ncb, ncc, nop
-                    col0, col1, col2, col3 = ncol0, ncol1, ncol2, ncol3
-            T_in = T_in * trans
-            trans = tl.full([ROWS, 32], 1.0, tl.float32)
-            b0 += BATCH
+        zero = tl.zeros([ROWS, 32], tl.float32)
+        acc, T_final = _walk(px, py, inside, start, end, isect_ptr, means2d_ptr, conics_ptr, opac_ptr, colors_ptr, C, c0,
+                             (zero, zero, zero, zero), 0, _blend_step, CG, BATCH, ROWS, ONE_WARP, SKIP, PREFETCH)
+        acc0, acc1, acc2, acc3 = acc
         out = color_out_ptr + pix * C + c0
         tl.store(out, acc0, mask=inside)
         if CG > 1:
@@ -389,7 +410,7 @@ if HAS_TRITON:
             tl.store(out + 2, acc2, mask=inside)
         if CG > 3:
             tl.store(out + 3, acc3, mask=inside)
-        tl.store(T_out_ptr + pix, T_in, mask=inside)
+        tl.store(T_out_ptr + pix, T_final, mask=inside)
 
     @triton.jit
     def _prog_add(ptr, values, lead, ONE_WARP: tl.constexpr):
@@ -402,6 +423,41 @@ if HAS_TRITON:
         else:
             part = tl.sum(values, axis=1)[:, None] + tl.zeros_like(values)
         tl.atomic_add(ptr + tl.zeros_like(lead.to(tl.int32)), part, mask=lead & (part != 0.0), sem="relaxed")
+
+    @triton.jit
+    def _grad_step(behind, ctx, gid, params, dx, dy, g, raw, alpha, T_before, CG: tl.constexpr, ONE_WARP: tl.constexpr):
+        """The backward's step: adds the Gaussian's gradients and takes its colour off `behind`
+        (the colour behind it); ctx holds the pixels' output gradients and the gradient arrays."""
+        behind0, behind1, behind2, behind3 = behind
+        gaT, gi0, gi1, gi2, gi3, lead, C, c0, g_means2d_ptr, g_conics_ptr, g_opac_ptr, g_colors_ptr = ctx
+        _, _, ca, cb, cc, _, col0, col1, col2, col3 = params
+        w = alpha * T_before
+        inv = 1.0 / (1.0 - alpha)
+        gcptr = g_colors_ptr + gid * C + c0
+        behind0 -= w * col0
+        g_a = gaT * inv + gi0 * (T_before * col0 - behind0 * inv)
+        _prog_add(gcptr, gi0 * w, lead, ONE_WARP)
+        if CG > 1:
+            behind1 -= w * col1
+            g_a += gi1 * (T_before * col1 - behind1 * inv)
+            _prog_add(gcptr + 1, gi1 * w, lead, ONE_WARP)
+        if CG > 2:
+            behind2 -= w * col2
+            g_a += gi2 * (T_before * col2 - behind2 * inv)
+            _prog_add(gcptr + 2, gi2 * w, lead, ONE_WARP)
+        if CG > 3:
+            behind3 -= w * col3
+            g_a += gi3 * (T_before * col3 - behind3 * inv)
+            _prog_add(gcptr + 3, gi3 * w, lead, ONE_WARP)
+        g_a = tl.where((alpha > 0.0) & (raw < 0.99), g_a, 0.0)
+        g_power = g_a * raw
+        _prog_add(g_means2d_ptr + gid * 2, g_power * (ca * dx + cb * dy), lead, ONE_WARP)
+        _prog_add(g_means2d_ptr + gid * 2 + 1, g_power * (cb * dx + cc * dy), lead, ONE_WARP)
+        _prog_add(g_conics_ptr + gid * 3, -0.5 * g_power * dx * dx, lead, ONE_WARP)
+        _prog_add(g_conics_ptr + gid * 3 + 1, -g_power * dx * dy, lead, ONE_WARP)
+        _prog_add(g_conics_ptr + gid * 3 + 2, -0.5 * g_power * dy * dy, lead, ONE_WARP)
+        _prog_add(g_opac_ptr + gid, g_a * g, lead, ONE_WARP)
+        return behind0, behind1, behind2, behind3
 
     @triton.jit
     def _blend_bwd_kernel(
@@ -448,63 +504,9 @@ if HAS_TRITON:
             lead = (tl.arange(0, 32) == 0)[None, :] & (tl.arange(0, ROWS) == 0)[:, None]
         else:
             lead = (tl.arange(0, 32) == 0)[None, :] & (tl.arange(0, ROWS) >= 0)[:, None]
-        T_in = tl.full([ROWS, 32], 1.0, tl.float32)
-        trans = T_in
-        done = tl.where(inside, 0, 1)
-        gid = _list_id(isect_ptr, start, end)
-        gid_n = _list_id(isect_ptr, start + 1, end)
-        mx, my, ca, cb, cc, op, col0, col1, col2, col3 = _params(
-            means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid, C, c0, CG)
-        b0 = start
-        while (b0 < end) & (tl.min(tl.min(done, axis=1), axis=0) == 0):
-            for k in range(b0, tl.minimum(b0 + BATCH, end)):
-                if PREFETCH:
-                    nmx, nmy, nca, ncb, ncc, nop, ncol0, ncol1, ncol2, ncol3 = _params(
-                        means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid_n, C, c0, CG)
-                    gid_nn = _list_id(isect_ptr, k + 2, end)
-                else:
-                    gid = _list_id(isect_ptr, k, end)
-                    mx, my, ca, cb, cc, op, col0, col1, col2, col3 = _params(
-                        means2d_ptr, conics_ptr, opac_ptr, colors_ptr, gid, C, c0, CG)
-                dx, dy, g, raw, alpha, stop = _alpha(px, py, mx, my, ca, cb, cc, op, T_in, trans, done)
-                done = done | stop.to(tl.int32)
-                if _any_positive(alpha, SKIP):
-                    T_before = T_in * trans
-                    w = alpha * T_before
-                    inv = 1.0 / (1.0 - alpha)
-                    trans = trans * (1.0 - alpha)
-                    gcptr = g_colors_ptr + gid * C + c0
-                    behind0 -= w * col0
-                    g_a = gaT * inv + gi0 * (T_before * col0 - behind0 * inv)
-                    _prog_add(gcptr, gi0 * w, lead, ONE_WARP)
-                    if CG > 1:
-                        behind1 -= w * col1
-                        g_a += gi1 * (T_before * col1 - behind1 * inv)
-                        _prog_add(gcptr + 1, gi1 * w, lead, ONE_WARP)
-                    if CG > 2:
-                        behind2 -= w * col2
-                        g_a += gi2 * (T_before * col2 - behind2 * inv)
-                        _prog_add(gcptr + 2, gi2 * w, lead, ONE_WARP)
-                    if CG > 3:
-                        behind3 -= w * col3
-                        g_a += gi3 * (T_before * col3 - behind3 * inv)
-                        _prog_add(gcptr + 3, gi3 * w, lead, ONE_WARP)
-                    g_a = tl.where((alpha > 0.0) & (raw < 0.99), g_a, 0.0)
-                    g_power = g_a * raw
-                    _prog_add(g_means2d_ptr + gid * 2, g_power * (ca * dx + cb * dy), lead, ONE_WARP)
-                    _prog_add(g_means2d_ptr + gid * 2 + 1, g_power * (cb * dx + cc * dy), lead, ONE_WARP)
-                    _prog_add(g_conics_ptr + gid * 3, -0.5 * g_power * dx * dx, lead, ONE_WARP)
-                    _prog_add(g_conics_ptr + gid * 3 + 1, -g_power * dx * dy, lead, ONE_WARP)
-                    _prog_add(g_conics_ptr + gid * 3 + 2, -0.5 * g_power * dy * dy, lead, ONE_WARP)
-                    _prog_add(g_opac_ptr + gid, g_a * g, lead, ONE_WARP)
-                if PREFETCH:
-                    mx, my, ca, cb, cc, op = nmx, nmy, nca, ncb, ncc, nop
-                    col0, col1, col2, col3 = ncol0, ncol1, ncol2, ncol3
-                    gid = gid_n
-                    gid_n = gid_nn
-            T_in = T_in * trans
-            trans = tl.full([ROWS, 32], 1.0, tl.float32)
-            b0 += BATCH
+        ctx = (gaT, gi0, gi1, gi2, gi3, lead, C, c0, g_means2d_ptr, g_conics_ptr, g_opac_ptr, g_colors_ptr)
+        _walk(px, py, inside, start, end, isect_ptr, means2d_ptr, conics_ptr, opac_ptr, colors_ptr, C, c0,
+              (behind0, behind1, behind2, behind3), ctx, _grad_step, CG, BATCH, ROWS, ONE_WARP, SKIP, PREFETCH)
 
 
 class _BlendTiles(torch.autograd.Function):
@@ -528,7 +530,7 @@ class _BlendTiles(torch.autograd.Function):
                 )
         bg = torch.zeros(C, device=dev, dtype=torch.float32) if background is None else background
         ctx.save_for_backward(means2d, conics, opacities, colors, bg, isect_ids, tile_ranges, color, T_final)
-        ctx.size = (width, height)
+        ctx.grid = (width, height, tiles_x, tiles_y)
         ctx.has_bg = background is not None
         image = color + T_final[..., None] * bg
         return image, (1 - T_final)[..., None]
@@ -536,8 +538,7 @@ class _BlendTiles(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_image, g_alpha):
         means2d, conics, opacities, colors, bg, isect_ids, tile_ranges, color, T_final = ctx.saved_tensors
-        width, height = ctx.size
-        tiles_x, tiles_y = tile_grid(width, height)
+        width, height, tiles_x, tiles_y = ctx.grid
         C = colors.shape[1]
         g_means2d = torch.zeros_like(means2d)
         g_conics = torch.zeros_like(conics)
