@@ -145,9 +145,11 @@ if HAS_TRITON:
         return px - x0, py - y0, resf, r00, r10, r01, r11
 
     @triton.jit
-    def _program_levels(L, ONE_LEVEL: tl.constexpr):
-        """(plane, first level, end level) of this program: grid axis 1 is the plane (all levels
-        in a loop) or, with ONE_LEVEL, plane * L + level (tiny-cuda-nn's level-on-the-grid)."""
+    def _program_block(L, BLOCK_M: tl.constexpr, ONE_LEVEL: tl.constexpr, WIDE: tl.constexpr):
+        """(plane, first level, end level, point offsets [BLOCK_M]) of this program: grid axis 0
+        is the block of points, axis 1 the plane (all levels in a loop) or, with ONE_LEVEL,
+        plane * L + level (tiny-cuda-nn's level-on-the-grid). WIDE: some address passes
+        2**31 - 1 (decided on the host), so the offsets are int64."""
         pid = tl.program_id(1)
         if ONE_LEVEL:
             plane = pid // L
@@ -157,7 +159,27 @@ if HAS_TRITON:
             plane = pid
             l0 = 0
             l1 = L
-        return plane, l0, l1
+        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        if WIDE:
+            offs_m = offs_m.to(tl.int64)
+        return plane, l0, l1, offs_m
+
+    @triton.jit
+    def _plane_level(plane, L, level, WIDE: tl.constexpr):
+        """Index of (plane, level) in the table's first two axes (int64 when WIDE)."""
+        pl = plane * L + level
+        if WIDE:
+            pl = pl.to(tl.int64)
+        return pl
+
+    @triton.jit
+    def _corner_features(tab, r00, r10, r01, r11, f, mask, F: tl.constexpr):
+        """Feature f of the 4 corners (00, 10, 01, 11) from one level's table `tab` [T, F]."""
+        f00 = tl.load(tab + r00 * F + f, mask=mask, other=0.0)
+        f10 = tl.load(tab + r10 * F + f, mask=mask, other=0.0)
+        f01 = tl.load(tab + r01 * F + f, mask=mask, other=0.0)
+        f11 = tl.load(tab + r11 * F + f, mask=mask, other=0.0)
+        return f00, f10, f01, f11
 
     @triton.jit
     def _hashgrid_fwd_kernel(
@@ -167,23 +189,15 @@ if HAS_TRITON:
         BLOCK_M: tl.constexpr, ONE_LEVEL: tl.constexpr, WIDE: tl.constexpr,
     ):
         """out [M, P*L*F] = bilinear corner features; table [P, L, T, F] contiguous."""
-        plane, l0, l1 = _program_levels(L, ONE_LEVEL)
-        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        if WIDE:  # some address passes 2**31 - 1 (decided on the host)
-            offs_m = offs_m.to(tl.int64)
+        plane, l0, l1, offs_m = _program_block(L, BLOCK_M, ONE_LEVEL, WIDE)
         cx_raw, cy_raw, cx, cy, mask = _block_coords(coords_ptr, axes_ptr, plane, offs_m, M, stride_m, stride_d)
         out_row = out_ptr + offs_m * (P * L * F)
         for level in range(l0, l1):
             wx, wy, resf, r00, r10, r01, r11 = _level_cell(cx, cy, res_ptr, level, T)
-            pl = plane * L + level
-            if WIDE:
-                pl = pl.to(tl.int64)
+            pl = _plane_level(plane, L, level, WIDE)
             tab = table_ptr + pl * (T * F)
             for f in tl.static_range(F):
-                f00 = tl.load(tab + r00 * F + f, mask=mask, other=0.0)
-                f10 = tl.load(tab + r10 * F + f, mask=mask, other=0.0)
-                f01 = tl.load(tab + r01 * F + f, mask=mask, other=0.0)
-                f11 = tl.load(tab + r11 * F + f, mask=mask, other=0.0)
+                f00, f10, f01, f11 = _corner_features(tab, r00, r10, r01, r11, f, mask, F)
                 val = (f00 * (1.0 - wx) + f10 * wx) * (1.0 - wy) + (f01 * (1.0 - wx) + f11 * wx) * wy
                 tl.store(out_row + pl * F + f, val, mask=mask)
 
@@ -197,19 +211,14 @@ if HAS_TRITON:
     ):
         """Table gradient by relaxed atomic adds; coordinate gradient per plane into gcoords
         [P, M, 2] (stored, or added atomically when each program holds one level)."""
-        plane, l0, l1 = _program_levels(L, ONE_LEVEL)
-        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        if WIDE:
-            offs_m = offs_m.to(tl.int64)
+        plane, l0, l1, offs_m = _program_block(L, BLOCK_M, ONE_LEVEL, WIDE)
         cx_raw, cy_raw, cx, cy, mask = _block_coords(coords_ptr, axes_ptr, plane, offs_m, M, stride_m, stride_d)
         gout_row = gout_ptr + offs_m * (P * L * F)
         gx = tl.zeros([BLOCK_M], dtype=tl.float32)
         gy = tl.zeros([BLOCK_M], dtype=tl.float32)
         for level in range(l0, l1):
             wx, wy, resf, r00, r10, r01, r11 = _level_cell(cx, cy, res_ptr, level, T)
-            pl = plane * L + level
-            if WIDE:
-                pl = pl.to(tl.int64)
+            pl = _plane_level(plane, L, level, WIDE)
             tab = table_ptr + pl * (T * F)
             gtab = gtable_ptr + pl * (T * F)
             dx = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -223,10 +232,7 @@ if HAS_TRITON:
                     tl.atomic_add(gtab + r01 * F + f, g * (1.0 - wx) * wy, mask=mask, sem="relaxed")
                     tl.atomic_add(gtab + r11 * F + f, g * wx * wy, mask=mask, sem="relaxed")
                 if NEED_COORDS:
-                    f00 = tl.load(tab + r00 * F + f, mask=mask, other=0.0)
-                    f10 = tl.load(tab + r10 * F + f, mask=mask, other=0.0)
-                    f01 = tl.load(tab + r01 * F + f, mask=mask, other=0.0)
-                    f11 = tl.load(tab + r11 * F + f, mask=mask, other=0.0)
+                    f00, f10, f01, f11 = _corner_features(tab, r00, r10, r01, r11, f, mask, F)
                     dx += g * ((f10 - f00) * (1.0 - wy) + (f11 - f01) * wy)
                     dy += g * ((f01 - f00) * (1.0 - wx) + (f11 - f10) * wx)
             # d pos / d c = res on this level
