@@ -195,7 +195,8 @@ if HAS_TRITON:
         r00, r01, r02, _ = _view_row(view_ptr, 0)
         r10, r11, r12, _ = _view_row(view_ptr, 1)
         r20, r21, r22, _ = _view_row(view_ptr, 2)
-        M00, M01, M02, M10, M11, M12, M20, M21, M22 = _scale_cols(R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz)
+        M00, M01, M02, M10, M11, M12, M20, M21, M22 = _scale_cols(
+            R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz)
         return _matmul3(r00, r01, r02, r10, r11, r12, r20, r21, r22, M00, M01, M02, M10, M11, M12, M20, M21, M22)
 
     @triton.jit
@@ -211,7 +212,8 @@ if HAS_TRITON:
         w, qx, qy, qz, _ = _unit_quat(quats_ptr, offs, m)
         R00, R01, R02, R10, R11, R12, R20, R21, R22 = _rotmat(w, qx, qy, qz)
         sx, sy, sz = _load3(scales_ptr, offs, m, 1.0)
-        P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_factor(view_ptr, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz)
+        P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_factor(
+            view_ptr, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz)
         return _gram(P00, P01, P02, P10, P11, P12, P20, P21, P22)
 
     @triton.jit
@@ -294,7 +296,8 @@ if HAS_TRITON:
         w, qxn, qyn, qzn, inv = _unit_quat(quats_ptr, offs, m)
         R00, R01, R02, R10, R11, R12, R20, R21, R22 = _rotmat(w, qxn, qyn, qzn)
         sx, sy, sz = _load3(scales_ptr, offs, m, 1.0)
-        P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_factor(view_ptr, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz)
+        P00, P01, P02, P10, P11, P12, P20, P21, P22 = _cam_factor(
+            view_ptr, R00, R01, R02, R10, R11, R12, R20, R21, R22, sx, sy, sz)
         V00, V01, V02, V11, V12, V22 = _gram(P00, P01, P02, P10, P11, P12, P20, P21, P22)
         tx, ty, clamped_x, clamped_y = _clamp_to_fov(x, y, z, fx, fy, width, height, FOV_CLAMP)
         j00, j02, j11, j12 = _jacobian(tx, ty, z, fx, fy)
