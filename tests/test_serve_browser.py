@@ -56,7 +56,7 @@ window.__sampler = setInterval(() => {
 """
 
 
-def _browser(tmp_path):
+def _browser(tmp_path, *flags):
     if CHROMIUM is None or DRIVER is None:
         pytest.skip("headless Chromium and chromedriver not found (Debian: apt-get install chromium chromium-driver; "
                     ".ci/run installs them)")
@@ -67,7 +67,7 @@ def _browser(tmp_path):
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--window-size=760,900",
-                 "--disable-gpu", "--mute-audio", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+                 "--disable-gpu", "--mute-audio", f"--user-data-dir={tmp_path / 'chromium-profile'}", *flags):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service(DRIVER), options=opts)
 
@@ -187,3 +187,39 @@ def test_the_page_plays_the_person_saying_a_file(served, smoke_model, media_dir,
     in_silence = [s["mouth"] for s in playing if 3.2 < s["t"] < 4.4]
     assert len(in_speech) > 10 and len(in_silence) > 10, (len(in_speech), len(in_silence))
     assert np.mean(in_speech) > 3 * np.mean(in_silence) + 1e-3, (np.mean(in_speech), np.mean(in_silence))
+
+
+def test_the_microphone_drives_the_person(served, smoke_model, media_dir, tmp_path):
+    """The microphone button as a person uses it: Chromium's fake capture device plays real speech
+    into getUserMedia; the page streams it, the person is drawn as it arrives, the mouth region
+    changes, and Stop ends the stream."""
+    from gstalker.audio import load_audio, save_wav
+
+    speech = load_audio(media_dir / "retalking_audio1.wav")
+    t = np.arange(int(len(speech) * 3)) / 48000  # Chromium's capture runs at 48 kHz
+    save_wav(tmp_path / "mic.wav", np.interp(t, np.arange(len(speech)) / 16000, speech).astype(np.float32), 48000)
+    driver = _browser(tmp_path, f"--use-file-for-fake-audio-capture={tmp_path / 'mic.wav'}")
+    try:
+        driver.get(served["url"] + "/")
+        _wait(driver, "return window.gstalker.state === 'ready'", 30, "the page connects")
+        driver.execute_script("document.getElementById('poses').value = 'still'")
+        driver.execute_script(SAMPLER, mouth_box(smoke_model))
+        driver.find_element("id", "mic").click()
+        _wait(driver, "return window.gstalker.source === 'mic' && window.gstalker.drawn >= 5", 90, "frames from the microphone")
+        time.sleep(3)
+        samples = driver.execute_script("clearInterval(window.__sampler); return window.__samples")
+        button = driver.find_element("id", "mic")
+        assert button.text == "Stop"
+        button.click()
+        _wait(driver, "return document.getElementById('mic').textContent !== 'Stop'", 10, "Stop ends the microphone")
+        g = driver.execute_script("return {drawn: gstalker.drawn, frames: gstalker.frames, errors: gstalker.errors, "
+                                  "latency: gstalker.latencyMs}")
+    finally:
+        driver.quit()
+    print(f"\nmicrophone page: {json.dumps(g)}")
+    assert not g["errors"], g["errors"]
+    assert g["frames"] >= g["drawn"] >= 5, g
+    changed = [s for s in samples if s["whole"] is not None and s["whole"] > 0]
+    assert len(changed) >= 2, "the frames change"
+    assert max(s["mouth"] for s in changed) > 0, "the mouth region changes"
+
