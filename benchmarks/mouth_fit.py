@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     import torch
 
     from gstalker.data import PreprocessedVideo
-    from gstalker.evaluate import _open_landmarks, correlation, mouth_opening
+    from gstalker.evaluate import _open_landmarks
+    from gstalker.metrics import correlation, mouth_opening
 
     talker = gstalker.load(args.model, device="cpu")
     pv = PreprocessedVideo(args.workdir, "all")
