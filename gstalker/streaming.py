@@ -14,9 +14,9 @@ both are running estimates, the same statistic over the audio received so far:
 On the last frame of a file both equal the offline values, and with them the formula is the
 offline one. Earlier frames see the prefix's values. The gain counts only blocks above
 `GATE_DB` and starts from gain 1 (its prior), so leading silence stays silence and speech after
-it is measured on speech alone: on musetalk_eng.wav (3 s of room noise first) the smoke model's
-codes are within 2% of the whole-file codes from the first second of speech on
-(`benchmarks/stream_latency.py` prints the table).
+it is measured on speech alone: on musetalk_eng.wav (3 s of room noise first) the cpu interview
+model's codes are 11% from the whole-file codes in the first second of speech, 3% by the fourth
+and under 1% by the eighth (`benchmarks/running_features.py` prints the table).
 
 Every quantity is computed in fixed units (one feature frame, one video frame) in one order,
 whatever the chunking of the input, so the results do not depend on it.
