@@ -339,14 +339,18 @@ class Trainer:
             loss = loss + LOSS_WEIGHTS["lpips"] * self.lpips(mouth["image"] * head, crop * head)
         return loss
 
+    def _random_frame(self) -> int:
+        """A training frame drawn with the trainer's generator (so a resumed run draws the same)."""
+        ids = self.data.train_ids
+        return int(ids[torch.randint(len(ids), (1,), generator=self.gen)])
+
     def mouth_step(self) -> None:
         """A deformation-only update on one random frame's mouth patch: the audio smoother, the
         face field and its hash tables learn from the lips at a third of a full step's cost (the
         torso, the whole frame and the Gaussians are left out). The deformation stage runs
         `mouth_steps` of these after each full step: the audio-to-mouth mapping needs many more
         updates than the Gaussians do."""
-        ids = self.data.train_ids
-        i = int(ids[torch.randint(len(ids), (1,), generator=self.gen)])
+        i = self._random_frame()
         head, _ = self.model.deform(self.code(i), self.data.viewmats[i], self.data.eyes[i], backend=self.backend)
         loss = self.mouth_loss(i, self.render_mouth(i, head))
         self.net_opt.zero_grad(set_to_none=True)
@@ -369,8 +373,7 @@ class Trainer:
     def _full_step(self, deform: bool) -> bool:
         """The whole frame (and the mouth patch when there is one): every part learns, density
         control runs. Returns whether a mouth patch was rendered."""
-        ids = self.data.train_ids
-        i = int(ids[torch.randint(len(ids), (1,), generator=self.gen)])
+        i = self._random_frame()
         self._update_lr()
         code = self.code(i) if deform else None
         viewmat = self.data.viewmats[i]
