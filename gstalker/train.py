@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from .errors import GstalkerError
 from .data import check_frame_size
 from .metrics import Lpips, box_slices, psnr
-from .model import GaussianModel, Gaussians, neighbour_index
-from .preprocess.eyelip import deform_regions
+from .model import GaussianModel, Gaussians, neighbour_index, region_weight
+from .preprocess.eyelip import SPEECH_POINTS, deform_regions
 from .progress import Progress
 from .serialization import load_file, load_optimizer_state, optimizer_state, save_file
 from .talker import DEFAULT_CONFIG, TalkerModel
@@ -38,10 +38,11 @@ PRESETS = {
                   densify_every=100, opacity_reset_every=0, preview_every=200, log2_table_size=12, mouth_weight=0.0),
     # two CPU cores, a 60-90 s clip (target: 45 minutes of `fit`; docs/benchmarks.md): 128 px frames,
     # the mouth learned from a 96 px patch of preprocessing's high-resolution crops (docs/training.md)
-    # (mouth_steps=3 with 1000 full deformation steps was measured and fitted the mouth worse: docs/benchmarks.md)
+    # (mouth_steps=3 with 1000 full deformation steps was measured and fitted the mouth worse; landmark_weight=1
+    # fitted the training mouth far better and synced worse with foreign speech: docs/benchmarks.md)
     "cpu": dict(size=128, static_iters=1000, deform_iters=2000, n_head=2000, n_torso=1500, max_gaussians=8000,
                 densify_every=100, opacity_reset_every=0, preview_every=500, log2_table_size=14,
-                mouth_weight=1.0, mouth_px=96, mouth_steps=0),
+                mouth_weight=1.0, mouth_px=96, mouth_steps=0, landmark_weight=0.0, landmark_batch=16),
     # the default on a CUDA GPU: what about 15 minutes on an RTX 3090-class GPU allows
     "fast": dict(size=512, static_iters=3000, deform_iters=30000, n_head=10000, n_torso=10000, max_gaussians=150000,
                  densify_every=100, opacity_reset_every=3000, preview_every=2500, log2_table_size=14,
@@ -114,6 +115,9 @@ class TrainData:
         self.lip_boxes = torch.as_tensor(video.tracks["lip_boxes"], dtype=torch.float32)
         template = video.tracks.get("template") if hasattr(video, "tracks") else None
         self.template = None if template is None or tuple(template.shape) != (478, 3) else np.asarray(template)
+        # tracked face-mesh points [n, 478, 2] in frame pixels: the landmark term's targets
+        landmarks = video.tracks.get("landmarks") if self.template is not None else None
+        self.landmarks = None if landmarks is None else torch.as_tensor(landmarks, dtype=torch.float32, device=device)
         self.audio = torch.as_tensor(video.audio_features(), dtype=torch.float32, device=device)
         self.background = torch.as_tensor(video.background, dtype=torch.float32, device=device)
         self.train_ids, self.val_ids = video.train_ids, video.heldout_ids
@@ -163,14 +167,17 @@ class TrainData:
         x = item.float() / 255
         return x[..., :3], x[..., 3:4]
 
-    def windows(self, i: int, att_window: int) -> torch.Tensor:
-        """Audio windows of frame i's attention neighbours: [1, A, W, D]."""
+    def _neighbour_table(self, att_window: int) -> torch.Tensor:
+        """Every frame's attention neighbours [n, A], on the device once: a per-step host-to-device
+        copy of the indices would wait for the GPU."""
         if getattr(self, "_neighbours", None) is None or self._neighbours.shape[1] != att_window:
-            # every frame's neighbours, on the device once: a per-step host-to-device copy of the
-            # indices would wait for the GPU
             self._neighbours = neighbour_index(torch.arange(self.num_frames), self.num_frames, att_window).to(
                 self.audio.device)
-        return self.audio[self._neighbours[i:i + 1]]
+        return self._neighbours
+
+    def windows(self, i: int, att_window: int) -> torch.Tensor:
+        """Audio windows of frame i's attention neighbours: [1, A, W, D]."""
+        return self.audio[self._neighbour_table(att_window)[i:i + 1]]
 
 
 def torso_space(viewmats: torch.Tensor, K: torch.Tensor, width: int, height: int):
@@ -315,6 +322,39 @@ class Trainer:
         windows = self.model.normalize_audio(self.data.windows(i, self.model.smoother.att_window))
         return self.model.smoother(windows)[0]
 
+    def landmark_loss(self) -> torch.Tensor:
+        """The speech points' shape (`SPEECH_POINTS`: lips and chin) in `landmark_batch` random
+        training frames: the rigid template's points, moved by the face deformation with each
+        frame's audio code and eye, projected with its pose, against the tracked landmarks. Both
+        point sets are centred, so pose-tracking error (a shift of the whole face) is no target;
+        the error is in eye-corner distances. A full step sees one frame's mouth in a few pixels;
+        this term gives the audio path many frames' lip shapes per step at almost no cost."""
+        data, model = self.data, self.model
+        frames = data.train_ids[torch.randint(len(data.train_ids), (self.sched.get("landmark_batch", 16),),
+                                              generator=self.gen)]
+        frames = frames.to(data.landmarks.device)
+        target = data.landmarks[frames][:, SPEECH_POINTS]  # [B, P, 2]
+        ok = torch.isfinite(target).all(-1).all(-1)
+        B, P = target.shape[:2]
+        points = torch.as_tensor(data.template[SPEECH_POINTS], dtype=torch.float32, device=data.device)
+        windows = model.normalize_audio(data.audio[data._neighbour_table(model.smoother.att_window)[frames]])
+        codes = model.smoother(windows)  # [B, code_dim]
+        hidden = model.face.spatial_hidden(points, self.backend)  # [P, hidden]
+        deltas = model.face(points.repeat(B, 1), codes.repeat_interleave(P, 0),
+                            data.eyes[frames].repeat_interleave(P, 0)[:, None], spatial_hidden=hidden.repeat(B, 1))
+        regions = model.config.get("deform_regions")
+        weight = region_weight(points, regions).repeat(B, 1) if regions else 1.0
+        moved = points.repeat(B, 1) + deltas.means * weight  # [B * P, 3]
+        view = data.viewmats[frames].repeat_interleave(P, 0)
+        cam = (view[:, :3, :3] @ moved[:, :, None])[..., 0] + view[:, :3, 3]
+        uv = cam[:, :2] / cam[:, 2:3].clamp_min(1e-3) * data.K[[0, 1], [0, 1]] + data.K[:2, 2]
+        uv = uv.view(B, P, 2)
+        eyes = data.landmarks[frames][:, [33, 263]]
+        scale = (eyes[:, 0] - eyes[:, 1]).norm(dim=-1).clamp_min(1.0)  # [B]
+        err = ((uv - uv.mean(1, keepdim=True)) - (target - target.mean(1, keepdim=True))).norm(dim=-1)  # [B, P]
+        err = torch.where(ok[:, None], err / scale[:, None], torch.zeros_like(err))
+        return err.sum() / (ok.sum() * P).clamp_min(1)
+
     def render_mouth(self, i: int, head: dict) -> dict | None:
         """The frame's deformed head Gaussians rendered onto its mouth box at `mouth_px` pixels a
         side (None when preprocessing kept no crops). Only the head: the loss is weighted by the
@@ -385,6 +425,8 @@ class Trainer:
         if mouth is not None:
             mouth["head_meta"]["means2d"].retain_grad()
         loss, image = self.loss(i, out, deform, mouth)
+        if deform and self.sched.get("landmark_weight", 0) and self.data.landmarks is not None:
+            loss = loss + self.sched["landmark_weight"] * self.landmark_loss()
         self.gauss_opt.zero_grad(set_to_none=True)
         self.net_opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -238,3 +238,100 @@ def test_mouth_steps_after_densification_resized_the_gaussians(tmp_path):
         t.step()
         assert len(t.model.gaussians.head) < n
 
+
+
+class ClipWithFace(SyntheticClip):
+    """The synthetic clip with a face template and tracked landmarks: the template projected with
+    each frame's pose, its lower lip and chin moved down by `drop` pixels times the mouth opening
+    (what speech does to a real face), plus 0.05 px of tracking noise."""
+
+    def __init__(self, drop: float = 1.5, **kw):
+        super().__init__(**kw)
+        from gstalker.preprocess.eyelip import INNER_LIPS, JAW_LINE, LEFT_EYE, OUTER_LIPS, RIGHT_EYE
+        rng = np.random.default_rng(1)
+        t = rng.uniform([-0.5, -0.4, -0.3], [0.5, 0.8, 0.4], (478, 3))
+        for ring, radius, cy in ((OUTER_LIPS, 0.2, 0.35), (INNER_LIPS, 0.15, 0.35)):
+            a = np.linspace(0, 2 * np.pi, len(ring), endpoint=False)
+            t[ring] = np.stack([radius * np.cos(a), cy + 0.3 * radius * np.sin(a), np.full_like(a, 0.35)], -1)
+        t[JAW_LINE] = np.stack([np.linspace(-0.3, 0.3, len(JAW_LINE)), np.full(len(JAW_LINE), 0.6),
+                                np.full(len(JAW_LINE), 0.25)], -1)
+        t[2], t[152], t[172], t[397] = (0, 0.15, 0.4), (0, 0.62, 0.3), (-0.45, 0.45, 0), (0.45, 0.45, 0)
+        for ring, x in ((RIGHT_EYE, -0.2), (LEFT_EYE, 0.2)):
+            a = np.linspace(0, 2 * np.pi, len(ring), endpoint=False)
+            t[ring] = np.stack([x + 0.07 * np.cos(a), -0.1 + 0.03 * np.sin(a), np.full_like(a, 0.3)], -1)
+        self.tracks["template"] = torch.tensor(t, dtype=torch.float32)
+        cam = torch.tensor(t, dtype=torch.float32) @ self.viewmats[:, :3, :3].transpose(1, 2) + self.viewmats[:, None, :3, 3]
+        uv = cam[..., :2] / cam[..., 2:] * self.K[0, 0] + self.K[:2, 2]
+        moves = torch.zeros(478, dtype=torch.bool)
+        moves[[i for i in OUTER_LIPS + INNER_LIPS if t[i, 1] > 0.35] + JAW_LINE] = True
+        uv[:, moves, 1] += drop * torch.tensor(self.opening, dtype=torch.float32)[:, None]
+        self.tracks["landmarks"] = uv + 0.05 * torch.tensor(rng.standard_normal(uv.shape), dtype=torch.float32)
+
+
+def face_trainer(tmp_path, **schedule):
+    s = FitSettings.from_preset("cpu", size=32, lpips="off", iters=4)
+    s.schedule.update(n_head=200, n_torso=100, preview_every=0, log2_table_size=8, mouth_weight=0.0, **schedule)
+    clip = ClipWithFace(n=30, size=32)
+    t = Trainer(TrainData(clip, torch.device("cpu")), s, clip.feature_meta, tmp_path)
+    t.step_count = s.static_iters  # the deformation stage
+    t._update_lr()
+    return t, clip
+
+
+def test_landmark_term_is_the_centred_shape_error_of_the_speech_points(tmp_path):
+    """A fresh face field moves nothing, so the term is the tracked lips' and chin's shape against
+    the rigid template's, both centred (a whole-face shift is pose error, not speech), in
+    eye-corner distances: computed here independently from the clip's own tracks."""
+    from gstalker.preprocess.eyelip import SPEECH_POINTS
+
+    t, clip = face_trainer(tmp_path, landmark_batch=6)
+    state = t.gen.get_state()
+    loss = t.landmark_loss().item()
+    t.gen.set_state(state)
+    frames = t.data.train_ids[torch.randint(len(t.data.train_ids), (6,), generator=t.gen)]
+    lm = clip.tracks["landmarks"][frames].double()
+    tpl = clip.tracks["template"].double()
+    v = clip.viewmats[frames].double()
+    cam = tpl[SPEECH_POINTS] @ v[:, :3, :3].transpose(1, 2) + v[:, None, :3, 3]
+    uv = cam[..., :2] / cam[..., 2:] * float(clip.K[0, 0])
+    real = lm[:, SPEECH_POINTS]
+    err = ((uv - uv.mean(1, keepdim=True)) - (real - real.mean(1, keepdim=True))).norm(dim=-1)
+    expected = (err / (lm[:, 33] - lm[:, 263]).norm(dim=-1)[:, None]).mean()
+    assert loss == pytest.approx(float(expected), rel=1e-4)
+    assert loss > 0.01  # the opening mouth is there to learn
+
+
+def test_landmark_term_teaches_the_audio_path_to_open_the_mouth(tmp_path):
+    """The landmark term alone (no rendering) trains the smoother and the face field until the
+    deformed lower lip follows the mouth opening that drives the audio features."""
+    from gstalker.preprocess.eyelip import OUTER_LIPS
+
+    t, clip = face_trainer(tmp_path, landmark_batch=8)
+    first = t.landmark_loss().item()
+    for _ in range(150):
+        loss = t.landmark_loss()
+        t.net_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t.net_opt.step()
+    assert t.landmark_loss().item() < 0.5 * first
+    lower = [i for i in OUTER_LIPS if clip.tracks["template"][i, 1] > 0.35]
+    points = torch.as_tensor(t.data.template[lower], dtype=torch.float32)
+    with torch.no_grad():
+        codes = t.model.codes(t.data.audio)
+        drop = [float(t.model.face(points, codes[i], t.data.eyes[i].reshape(1)).means[:, 1].mean()) for i in range(30)]
+    assert np.corrcoef(drop, clip.opening)[0, 1] > 0.9
+
+
+def test_full_steps_add_the_landmark_term_in_the_deformation_stage_only(tmp_path):
+    t, _ = face_trainer(tmp_path, landmark_batch=4, landmark_weight=1.0)
+    calls = []
+    original = t.landmark_loss
+    t.landmark_loss = lambda: (calls.append(t.stage), original())[1]
+    t.step()
+    t.step_count = 0
+    t.step()
+    assert calls == ["deform"]
+    t.sched["landmark_weight"] = 0.0
+    t.step_count = t.settings.static_iters
+    t.step()
+    assert calls == ["deform"]

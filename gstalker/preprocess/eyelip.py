@@ -7,6 +7,10 @@ import numpy as np
 RIGHT_EYE = [33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7]  # image left
 LEFT_EYE = [263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249]
 OUTER_LIPS = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
+INNER_LIPS = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
+JAW_LINE = [152, 148, 176, 149, 150, 377, 400, 378, 379]
+# the face-mesh points that speech moves (lips and chin): the trainer's landmark term
+SPEECH_POINTS = OUTER_LIPS + INNER_LIPS + JAW_LINE
 LIP_PAD = 1.4  # lip box: a square of side 1.4 x the lips' larger extent
 
 
