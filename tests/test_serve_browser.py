@@ -34,6 +34,7 @@ const c = document.createElement('canvas');
 const g = c.getContext('2d', {willReadFrequently: true});
 let prev = null;
 window.__samples = [];
+window.__crops = [];
 window.__sampler = setInterval(() => {
   if (v.readyState < 2 || !v.videoWidth) return;
   c.width = v.videoWidth; c.height = v.videoHeight;
@@ -50,9 +51,28 @@ window.__sampler = setInterval(() => {
   }
   const sample = {t: window.gstalker.mediaTime(), ct: v.currentTime, paused: v.paused,
                   whole: prev ? whole / (d.length * 3 / 4) : null, mouth: prev && nm ? mouth / nm : null};
+  const crop = [];
+  for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) {
+    const i = (y * c.width + x) * 4;
+    crop.push(d[i], d[i + 1], d[i + 2]);
+  }
   prev = d.slice();
   window.__samples.push(sample);
+  window.__crops.push(crop);
 }, 40);
+"""
+
+# Stops the sampler; each sample's `rest`: its mouth box's mean difference from the last sample's
+# (the stream ends in silence, so the last frame shows the mouth at rest).
+STOP_SAMPLER = """
+clearInterval(window.__sampler);
+const crops = window.__crops, last = crops.length ? crops[crops.length - 1] : [];
+window.__samples.forEach((s, k) => {
+  let sum = 0;
+  for (let i = 0; i < last.length; i++) sum += Math.abs(crops[k][i] - last[i]);
+  s.rest = last.length ? sum / last.length : null;
+});
+return window.__samples;
 """
 
 
@@ -128,8 +148,8 @@ def _wait(driver, script, timeout, what):
 def test_the_page_plays_the_person_saying_a_file(served, smoke_model, media_dir, tmp_path):
     from gstalker.audio import load_audio, save_wav
 
-    speech = load_audio(media_dir / "retalking_audio1.wav")[: int(16000 * 2.6)]
-    wave = np.concatenate([speech, np.zeros(16000 * 2, np.float32)])  # 2.6 s of speech, then 2 s of silence
+    speech = load_audio(media_dir / "retalking_audio1.wav")[: int(16000 * 4.0)]
+    wave = np.concatenate([speech, np.zeros(16000 * 3, np.float32)])  # 4 s of speech, then 3 s of silence
     save_wav(tmp_path / "speech_then_silence.wav", wave, 16000)
     (tmp_path / "notes.txt").write_text("not audio at all")
     box = mouth_box(smoke_model)
@@ -152,7 +172,7 @@ def test_the_page_plays_the_person_saying_a_file(served, smoke_model, media_dir,
         driver.save_screenshot(str(shot))
         _wait(driver, "return window.gstalker.ended", 90, "the stream ends")
         time.sleep(0.3)
-        samples = driver.execute_script("clearInterval(window.__sampler); return window.__samples")
+        samples = driver.execute_script(STOP_SAMPLER)
         g = driver.execute_script("return {drawn: gstalker.drawn, dropped: gstalker.dropped, late: gstalker.late, "
                                   "fps: gstalker.fps, latency: gstalker.latencyMs, errors: gstalker.errors, "
                                   "fpsText: document.getElementById('fps').textContent, "
@@ -180,18 +200,14 @@ def test_the_page_plays_the_person_saying_a_file(served, smoke_model, media_dir,
     assert end["type"] == "end" and end["rendered"] + end["dropped"] == round(len(wave) / 640), end
     assert float(g["latencyText"]) > 0, g
     assert float(g["fpsText"]) > 0, g
-    # The mouth is judged between consecutive shown frames that both lie inside a window: on a busy machine
-    # the page shows a frame every 0.3 s or so, and the first silent frame's change against the last open
-    # mouth of the speech is a step out of the speech, not motion in the silence.
-    shown = [(s["t"], s["mouth"]) for s in playing if s["whole"] > 0]
-    pairs = list(zip(shown, shown[1:]))
-    in_speech = [m for (t0, _), (t1, m) in pairs if 0.4 < t0 and t1 < 2.4]
-    in_silence = [m for (t0, _), (t1, m) in pairs if 3.2 < t0 and t1 < 4.4]
-    if len(in_speech) < 5 or len(in_silence) < 3:
-        pytest.skip(f"the page showed {g['drawn']} frames ({g['fps']:.1f} frames/s; this machine is busy): "
-                    f"{len(in_speech)} frame pairs in the speech and {len(in_silence)} in the silence are too few "
-                    "to judge the mouth (the rest passed)")
-    assert np.mean(in_speech) > 3 * np.mean(in_silence) + 1e-3, (in_speech, in_silence)
+    # The mouth is judged by its distance from the mouth at rest (the last frame, in silence), so a busy
+    # machine's sparse frames (two or three a second) show the same thing as a quiet machine's. The
+    # silence window starts a second after the speech: the audio window reaches 0.3 s ahead, and the
+    # frame on screen may be half a second old.
+    in_speech = [s["rest"] for s in playing if 0.4 < s["t"] < 3.8]
+    in_silence = [s["rest"] for s in playing if 5.0 < s["t"] < 6.8]
+    assert len(in_speech) > 10 and len(in_silence) > 10, (len(in_speech), len(in_silence))
+    assert np.mean(in_speech) > 3 * np.mean(in_silence) + 1e-3, (np.mean(in_speech), np.mean(in_silence))
 
 
 def test_the_microphone_drives_the_person(served, smoke_model, media_dir, tmp_path):
@@ -212,7 +228,7 @@ def test_the_microphone_drives_the_person(served, smoke_model, media_dir, tmp_pa
         driver.find_element("id", "mic").click()
         _wait(driver, "return window.gstalker.source === 'mic' && window.gstalker.drawn >= 5", 90, "frames from the microphone")
         time.sleep(3)
-        samples = driver.execute_script("clearInterval(window.__sampler); return window.__samples")
+        samples = driver.execute_script(STOP_SAMPLER)
         button = driver.find_element("id", "mic")
         assert button.text == "Stop"
         button.click()
