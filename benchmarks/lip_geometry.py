@@ -29,12 +29,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import gstalker  # noqa: F401  (OMP_WAIT_POLICY before torch)
-    import numpy as np
     import torch
 
     from gstalker.data import PreprocessedVideo
     from gstalker.metrics import correlation
-    from gstalker.model import region_weight
+    from gstalker.talker import project_points
     from gstalker.train import CHECKPOINT, FitSettings, Trainer, TrainData, checkpoint_settings
 
     pv = PreprocessedVideo(args.workdir, "all", skip_flagged=False)
@@ -53,15 +52,9 @@ def main(argv=None) -> int:
     @torch.no_grad()
     def figures(ids):
         codes = m.codes(data.audio)[ids]  # smoothed over each frame's true neighbours
-        w = region_weight(points, m.config["deform_regions"]) if m.config.get("deform_regions") else 1.0
-        gaps = []
-        for k, i in enumerate(ids.tolist()):
-            p = points + m.face(points, codes[k], data.eyes[i].reshape(1)).means * w
-            cam = p @ data.viewmats[i, :3, :3].T + data.viewmats[i, :3, 3]
-            uv = cam[:, :2] / cam[:, 2:] * data.K[[0, 1], [0, 1]]
-            gaps.append(float((uv[0] - uv[1]).norm()))
+        uv = project_points(m.deform_points(points, codes, data.eyes[ids]), data.viewmats[ids], data.K)  # [B, 2, 2]
         eye = (lm[ids, 33] - lm[ids, 263]).norm(dim=-1).numpy()
-        model_gap = np.array(gaps) / eye
+        model_gap = (uv[:, 0] - uv[:, 1]).norm(dim=-1).numpy() / eye
         real_gap = ((lm[ids, 13] - lm[ids, 14]).norm(dim=-1)).numpy() / eye
         return correlation(model_gap, real_gap), model_gap.std() / real_gap.std()
 

@@ -34,6 +34,14 @@ DEFAULT_CONFIG = {
 }
 
 
+def project_points(points: torch.Tensor, viewmats: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Pinhole projection (docs/conventions.md: world-to-camera viewmats, OpenCV axes) of points
+    [B, P, 3] in world space, each batch row with its own viewmat [B, 4, 4]; K [3, 3] -> pixels
+    [B, P, 2]."""
+    cam = points @ viewmats[:, :3, :3].transpose(1, 2) + viewmats[:, None, :3, 3]
+    return cam[..., :2] / cam[..., 2:].clamp_min(1e-3) * K[[0, 1], [0, 1]] + K[:2, 2]
+
+
 class TalkerModel(nn.Module):
     """All learnable parts and the fixed playback data of one subject.
 
@@ -122,6 +130,19 @@ class TalkerModel(nn.Module):
             head_deltas = Deltas(*(d * weight for d in head_deltas))
         torso_deltas = self.torso(g.torso.means, viewmat, spatial_hidden=cache.get("torso"), backend=backend)
         return g.head.render_args(head_deltas), g.torso.render_args(torso_deltas)
+
+    def deform_points(self, points: torch.Tensor, codes: torch.Tensor, eyes: torch.Tensor,
+                      backend: str = "auto") -> torch.Tensor:
+        """Canonical points [P, 3] moved by the face field as `deform` moves the head Gaussians (the
+        deformation regions included), once for each of B frames: codes [B, code_dim], eyes [B]
+        -> [B, P, 3]."""
+        B, P = codes.shape[0], points.shape[0]
+        hidden = self.face.spatial_hidden(points, backend)  # the same for every frame
+        deltas = self.face(points.repeat(B, 1), codes.repeat_interleave(P, 0), eyes.reshape(B, 1).repeat_interleave(P, 0),
+                           spatial_hidden=hidden.repeat(B, 1))
+        regions = self.config.get("deform_regions")
+        weight = region_weight(points, regions).repeat(B, 1) if regions else 1.0
+        return (points.repeat(B, 1) + deltas.means * weight).view(B, P, 3)
 
     def rasterize(self, head: dict, torso: dict, viewmat: torch.Tensor, K: torch.Tensor | None = None,
                   width: int | None = None, height: int | None = None, background: torch.Tensor | None = None,

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from .errors import GstalkerError
 from .data import check_frame_size
 from .metrics import Lpips, box_slices, psnr
-from .model import GaussianModel, Gaussians, neighbour_index, region_weight
+from .model import GaussianModel, Gaussians, neighbour_index
 from .preprocess.eyelip import SPEECH_POINTS, deform_regions
 from .progress import Progress
 from .serialization import load_file, load_optimizer_state, optimizer_state, save_file
-from .talker import DEFAULT_CONFIG, TalkerModel
+from .talker import DEFAULT_CONFIG, TalkerModel, project_points
 
 PRESETS = {
     # a few minutes on a 2-core CPU for a 15 s clip: for tests, examples and trying the tool
@@ -167,17 +167,15 @@ class TrainData:
         x = item.float() / 255
         return x[..., :3], x[..., 3:4]
 
-    def _neighbour_table(self, att_window: int) -> torch.Tensor:
-        """Every frame's attention neighbours [n, A], on the device once: a per-step host-to-device
-        copy of the indices would wait for the GPU."""
+    def windows(self, frames: int | torch.Tensor, att_window: int) -> torch.Tensor:
+        """Audio windows of the attention neighbours of frame `frames` ([1, A, W, D]) or of each
+        of a batch of frames (a LongTensor [B] on the audio's device: [B, A, W, D])."""
         if getattr(self, "_neighbours", None) is None or self._neighbours.shape[1] != att_window:
+            # every frame's neighbours, on the device once: a per-step host-to-device copy of the
+            # indices would wait for the GPU
             self._neighbours = neighbour_index(torch.arange(self.num_frames), self.num_frames, att_window).to(
                 self.audio.device)
-        return self._neighbours
-
-    def windows(self, i: int, att_window: int) -> torch.Tensor:
-        """Audio windows of frame i's attention neighbours: [1, A, W, D]."""
-        return self.audio[self._neighbour_table(att_window)[i:i + 1]]
+        return self.audio[self._neighbours[frames:frames + 1] if isinstance(frames, int) else self._neighbours[frames]]
 
 
 def torso_space(viewmats: torch.Tensor, K: torch.Tensor, width: int, height: int):
@@ -333,27 +331,17 @@ class Trainer:
         frames = data.train_ids[torch.randint(len(data.train_ids), (self.sched.get("landmark_batch", 16),),
                                               generator=self.gen)]
         frames = frames.to(data.landmarks.device)
-        target = data.landmarks[frames][:, SPEECH_POINTS]  # [B, P, 2]
+        tracked = data.landmarks[frames]  # [B, 478, 2]
+        target = tracked[:, SPEECH_POINTS]  # [B, P, 2]
         ok = torch.isfinite(target).all(-1).all(-1)
-        B, P = target.shape[:2]
         points = torch.as_tensor(data.template[SPEECH_POINTS], dtype=torch.float32, device=data.device)
-        windows = model.normalize_audio(data.audio[data._neighbour_table(model.smoother.att_window)[frames]])
-        codes = model.smoother(windows)  # [B, code_dim]
-        hidden = model.face.spatial_hidden(points, self.backend)  # [P, hidden]
-        deltas = model.face(points.repeat(B, 1), codes.repeat_interleave(P, 0),
-                            data.eyes[frames].repeat_interleave(P, 0)[:, None], spatial_hidden=hidden.repeat(B, 1))
-        regions = model.config.get("deform_regions")
-        weight = region_weight(points, regions).repeat(B, 1) if regions else 1.0
-        moved = points.repeat(B, 1) + deltas.means * weight  # [B * P, 3]
-        view = data.viewmats[frames].repeat_interleave(P, 0)
-        cam = (view[:, :3, :3] @ moved[:, :, None])[..., 0] + view[:, :3, 3]
-        uv = cam[:, :2] / cam[:, 2:3].clamp_min(1e-3) * data.K[[0, 1], [0, 1]] + data.K[:2, 2]
-        uv = uv.view(B, P, 2)
-        eyes = data.landmarks[frames][:, [33, 263]]
-        scale = (eyes[:, 0] - eyes[:, 1]).norm(dim=-1).clamp_min(1.0)  # [B]
+        codes = model.smoother(model.normalize_audio(data.windows(frames, model.smoother.att_window)))  # [B, code_dim]
+        moved = model.deform_points(points, codes, data.eyes[frames], backend=self.backend)  # [B, P, 3]
+        uv = project_points(moved, data.viewmats[frames], data.K)
+        scale = (tracked[:, 33] - tracked[:, 263]).norm(dim=-1).clamp_min(1.0)  # eye-corner distance [B]
         err = ((uv - uv.mean(1, keepdim=True)) - (target - target.mean(1, keepdim=True))).norm(dim=-1)  # [B, P]
         err = torch.where(ok[:, None], err / scale[:, None], torch.zeros_like(err))
-        return err.sum() / (ok.sum() * P).clamp_min(1)
+        return err.sum() / (ok.sum() * len(SPEECH_POINTS)).clamp_min(1)
 
     def render_mouth(self, i: int, head: dict) -> dict | None:
         """The frame's deformed head Gaussians rendered onto its mouth box at `mouth_px` pixels a
