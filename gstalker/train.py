@@ -42,7 +42,8 @@ PRESETS = {
     # fitted the training mouth far better and synced worse with foreign speech: docs/benchmarks.md)
     "cpu": dict(size=128, static_iters=1000, deform_iters=2000, n_head=2000, n_torso=1500, max_gaussians=8000,
                 densify_every=100, opacity_reset_every=0, preview_every=500, log2_table_size=14,
-                mouth_weight=1.0, mouth_px=96, mouth_steps=0, landmark_weight=0.0, landmark_batch=16),
+                mouth_weight=1.0, mouth_px=96, mouth_steps=0, landmark_weight=0.0, landmark_batch=16,
+                audio_augment=0.0),
     # the default on a CUDA GPU: what about 15 minutes on an RTX 3090-class GPU allows
     "fast": dict(size=512, static_iters=3000, deform_iters=30000, n_head=10000, n_torso=10000, max_gaussians=150000,
                  densify_every=100, opacity_reset_every=3000, preview_every=2500, log2_table_size=14,
@@ -96,6 +97,22 @@ class FitSettings:
         size = check_frame_size(size or sched.pop("size"))
         sched.pop("size", None)
         return cls(preset=preset, size=size, static_iters=static, deform_iters=deform, schedule=sched, **kw)
+
+
+def augment_audio(windows: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Standardised audio windows [B, A, W, D] as another recording of the same speech might give
+    them: per sample, an offset per feature dimension (another voice, microphone or room: the
+    media's other speakers sit 0.23-0.37 rms per dimension off the interview's statistics) and a
+    scale; per value, noise. strength 1: offset std 0.3, scale 1 +- 0.15, noise std 0.2. The
+    draw is on the CPU generator (a resumed run draws the same) and shared by a sample's
+    neighbour windows (one recording). Without it the code learns each training frame's exact
+    window and the mouth it goes with, which another speaker's speech never reproduces."""
+    B, D = windows.shape[0], windows.shape[-1]
+    offset = 0.3 * strength * torch.randn(B, 1, 1, D, generator=generator)
+    scale = 1 + 0.15 * strength * (2 * torch.rand(B, 1, 1, 1, generator=generator) - 1)
+    noise = 0.2 * strength * torch.randn(windows.shape, generator=generator)
+    dev = windows.device
+    return windows * scale.to(dev) + offset.to(dev) + noise.to(dev)
 
 
 class TrainData:
@@ -316,9 +333,16 @@ class Trainer:
                 loss = loss + LOSS_WEIGHTS["lpips"] * self.lpips(out["image"][rows, cols], image[rows, cols])
         return loss, image
 
+    def codes(self, frames: int | torch.Tensor) -> torch.Tensor:
+        """Smoothed audio codes of training frames (one index or a LongTensor [B]): [B, code_dim],
+        from windows put through `augment_audio` when the schedule's `audio_augment` is set."""
+        windows = self.model.normalize_audio(self.data.windows(frames, self.model.smoother.att_window))
+        if self.sched.get("audio_augment", 0):
+            windows = augment_audio(windows, self.sched["audio_augment"], self.gen)
+        return self.model.smoother(windows)
+
     def code(self, i: int):
-        windows = self.model.normalize_audio(self.data.windows(i, self.model.smoother.att_window))
-        return self.model.smoother(windows)[0]
+        return self.codes(i)[0]
 
     def landmark_loss(self) -> torch.Tensor:
         """The speech points' shape (`SPEECH_POINTS`: lips and chin) in `landmark_batch` random
@@ -335,7 +359,7 @@ class Trainer:
         target = tracked[:, SPEECH_POINTS]  # [B, P, 2]
         ok = torch.isfinite(target).all(-1).all(-1)
         points = torch.as_tensor(data.template[SPEECH_POINTS], dtype=torch.float32, device=data.device)
-        codes = model.smoother(model.normalize_audio(data.windows(frames, model.smoother.att_window)))  # [B, code_dim]
+        codes = self.codes(frames)  # [B, code_dim]
         moved = model.deform_points(points, codes, data.eyes[frames], backend=self.backend)  # [B, P, 3]
         uv = project_points(moved, data.viewmats[frames], data.K)
         scale = (tracked[:, 33] - tracked[:, 263]).norm(dim=-1).clamp_min(1.0)  # eye-corner distance [B]

@@ -270,6 +270,7 @@ class ClipWithFace(SyntheticClip):
 
 def face_trainer(tmp_path, **schedule):
     s = FitSettings.from_preset("cpu", size=32, lpips="off", iters=4)
+    schedule.setdefault("audio_augment", 0.0)  # the landmark term's tests measure the term alone
     s.schedule.update(n_head=200, n_torso=100, preview_every=0, log2_table_size=8, mouth_weight=0.0, **schedule)
     clip = ClipWithFace(n=30, size=32)
     t = Trainer(TrainData(clip, torch.device("cpu")), s, clip.feature_meta, tmp_path)
@@ -335,3 +336,31 @@ def test_full_steps_add_the_landmark_term_in_the_deformation_stage_only(tmp_path
     t.step_count = t.settings.static_iters
     t.step()
     assert calls == ["deform"]
+
+
+def test_augment_audio_shifts_each_sample_as_one_recording_and_adds_noise():
+    """Per sample one offset per feature dimension (std 0.3 at strength 1) shared by all its
+    windows, a scale near 1, and per-value noise (std 0.2); reproducible from the generator."""
+    from gstalker.train import augment_audio
+
+    x = torch.randn(400, 8, 16, 20)
+    out = augment_audio(x, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(out, augment_audio(x, 1.0, torch.Generator().manual_seed(3)))
+    diff = out - x
+    per_sample = diff.mean(dim=(1, 2))  # [B, D]: the offset, the noise and the scale averaged out
+    assert abs(float(per_sample.std()) - 0.3) < 0.03
+    within = diff - per_sample[:, None, None, :]
+    assert abs(float(within.std()) - 0.2) < 0.03  # noise 0.2, scale error |s - 1| < 0.15 adds little
+    assert abs(float(augment_audio(x, 0.5, torch.Generator().manual_seed(3)).sub(x).mean(dim=(1, 2)).std()) - 0.15) < 0.02
+
+
+def test_training_codes_are_augmented_and_the_models_codes_never(tmp_path):
+    t, clip = face_trainer(tmp_path, audio_augment=1.0)
+    frames = torch.arange(5, 10)
+    with torch.no_grad():
+        clean = t.model.smoother(t.model.normalize_audio(t.data.windows(frames, t.model.smoother.att_window)))
+        assert (t.codes(frames) - clean).abs().mean() > 0.05 * clean.abs().mean()
+        t.sched["audio_augment"] = 0.0
+        assert torch.equal(t.codes(frames), clean)
+        inference = t.model.codes(t.data.audio)  # what speak and eval use: the plain windows
+        assert torch.allclose(inference[frames], clean, atol=1e-5)
