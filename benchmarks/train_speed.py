@@ -4,6 +4,8 @@ preprocessing a video (the GPU machine has no MediaPipe or PyAV).
 
     python benchmarks/train_speed.py                       # 512 px, 10k + 10k Gaussians (the fast preset's start)
     python benchmarks/train_speed.py --size 64 --steps 5   # a CPU smoke check of the script
+    python benchmarks/train_speed.py --workdir clip.gstalker --steps 20   # a fitted clip's real frames,
+        # Gaussians and mouth patch, from its checkpoint (the cpu preset's figure on a CPU)
 
 Prints a Markdown table: stage, Gaussians, ms per iteration, and what the `fast` preset's
 3,000 + 30,000 iterations would take at that rate.
@@ -27,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gaussians", type=int, default=10000, help="head and torso Gaussians each")
     ap.add_argument("--steps", type=int, default=100, help="timed iterations per stage")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--workdir", help="a fitted work folder: time its real steps from its checkpoint")
     args = ap.parse_args(argv)
 
     import gstalker  # noqa: F401
@@ -37,17 +40,30 @@ def main(argv=None) -> int:
     from synthetic import SyntheticClip
 
     dev = resolve_device(args.device)
-    clip = SyntheticClip(n=40, size=args.size)
+    if args.workdir:
+        from gstalker.data import PreprocessedVideo
+        from gstalker.train import CHECKPOINT, checkpoint_settings
+
+        clip = PreprocessedVideo(args.workdir, "all", skip_flagged=False)
+        s = FitSettings(**{**checkpoint_settings(Path(args.workdir) / CHECKPOINT), "lpips": "off"})
+        preset = (s.preset, s.static_iters, s.deform_iters)
+        feature_meta = clip.meta["audio_features"]
+    else:
+        clip = SyntheticClip(n=40, size=args.size)
+        s = FitSettings.from_preset("fast", size=args.size, lpips="off")
+        preset = ("fast", 3000, 30000)
+        feature_meta = clip.feature_meta
+        s.schedule.update(n_head=args.gaussians, n_torso=args.gaussians)
     data = TrainData(clip, dev)
-    s = FitSettings.from_preset("fast", size=args.size, lpips="off")
     s.static_iters, s.deform_iters = 10 ** 6, 10 ** 6
-    s.schedule.update(n_head=args.gaussians, n_torso=args.gaussians, densify_every=0, preview_every=0,
-                      opacity_reset_every=0)
+    s.schedule.update(densify_every=0, preview_every=0, opacity_reset_every=0)
     import tempfile
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        t = Trainer(data, s, clip.feature_meta, tmp)
+        t = Trainer(data, s, feature_meta, tmp)
+        if args.workdir:
+            t.load_checkpoint(Path(args.workdir) / CHECKPOINT)
         for stage, first in (("static", 0), ("deformation", s.static_iters)):
             t.step_count = first
             for _ in range(min(10, args.steps)):  # warm-up: compilation, every frame cached
@@ -60,16 +76,18 @@ def main(argv=None) -> int:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             rows.append((stage, (time.perf_counter() - t0) / args.steps * 1000))
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
-    print(f"Trainer.step on {name}, {args.size}x{args.size}, {args.gaussians} + {args.gaussians} Gaussians, "
-          f"{args.steps} timed steps per stage\n")
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    g = t.model.gaussians
+    print(f"Trainer.step on {name}, {data.width}x{data.height}, {len(g.head)} + {len(g.torso)} Gaussians, "
+          f"{args.steps} timed steps per stage{', ' + args.workdir if args.workdir else ''}\n")
     print("| stage | ms / iteration |")
     print("|---|---|")
     for stage, ms in rows:
         print(f"| {stage} | {ms:.1f} |")
-    fast = 3000 * rows[0][1] + 30000 * rows[1][1]
-    print(f"\nfast preset (3,000 + 30,000 iterations) at these rates: {fast / 60000:.1f} min "
-          "(densification grows the Gaussian count during a real run)")
+    name, static, deform = preset
+    total = static * rows[0][1] + deform * rows[1][1]
+    print(f"\n{name} preset ({static:,} + {deform:,} iterations) at these rates: {total / 60000:.1f} min "
+          "(densification changes the Gaussian count during a real run)")
     return 0
 
 

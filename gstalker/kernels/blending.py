@@ -157,11 +157,13 @@ class _BlendTorch(torch.autograd.Function):
                 col = colors[gid]  # [t, B, C]
                 gi = gi_all[rows]  # [t, 256, C]
                 inv = 1 / (1 - alpha)
-                laid = torch.cumsum(w[..., None] * col[:, None], dim=2)  # [t, 256, B, C]
-                after = behind[rows, :, None, :] - laid
-                behind[rows] = after[:, :, -1]
-                g_a = (gi[:, :, None, :] * (T_before[..., None] * col[:, None] - after * inv[..., None])).sum(-1)
-                g_a = g_a + ga_all[rows][..., None] * inv
+                # the image gradient dotted with each slot's colour and with the colour behind each
+                # slot: the channel sum taken before the running sum over slots, so no
+                # [t, 256, B, C] slab is formed
+                gi_col = torch.einsum("tpc,tbc->tpb", gi, col)
+                gi_after = (gi * behind[rows]).sum(-1, keepdim=True) - torch.cumsum(w * gi_col, dim=-1)
+                behind[rows] -= torch.einsum("tpb,tbc->tpc", w, col)
+                g_a = T_before * gi_col - gi_after * inv + ga_all[rows][..., None] * inv
                 g_a = torch.where((alpha > 0) & (raw < ALPHA_MAX), g_a, torch.zeros_like(g_a))
                 g_power = g_a * raw
                 ca, cb, cc = (conic[:, None, :, k] for k in range(3))
