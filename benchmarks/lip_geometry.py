@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     import torch
 
     from gstalker.data import PreprocessedVideo
-    from gstalker.metrics import correlation
+    from gstalker.metrics import EYE_CORNERS, LOWER_LIP, UPPER_LIP, correlation, mouth_opening_ratio
     from gstalker.talker import project_points
     from gstalker.train import CHECKPOINT, FitSettings, Trainer, TrainData, checkpoint_settings
 
@@ -46,16 +46,16 @@ def main(argv=None) -> int:
     t.load_checkpoint(args.workdir / CHECKPOINT)
     t.sched["landmark_batch"] = args.batch
     m = t.model
-    points = torch.as_tensor(data.template[[13, 14]], dtype=torch.float32)
+    points = torch.as_tensor(data.template[[UPPER_LIP, LOWER_LIP]], dtype=torch.float32)
     lm = data.landmarks
 
     @torch.no_grad()
     def figures(ids):
         codes = m.codes(data.audio)[ids]  # smoothed over each frame's true neighbours
         uv = project_points(m.deform_points(points, codes, data.eyes[ids]), data.viewmats[ids], data.K)  # [B, 2, 2]
-        eye = (lm[ids, 33] - lm[ids, 263]).norm(dim=-1).numpy()
+        eye = (lm[ids, EYE_CORNERS[0]] - lm[ids, EYE_CORNERS[1]]).norm(dim=-1).numpy()
         model_gap = (uv[:, 0] - uv[:, 1]).norm(dim=-1).numpy() / eye
-        real_gap = ((lm[ids, 13] - lm[ids, 14]).norm(dim=-1)).numpy() / eye
+        real_gap = mouth_opening_ratio(lm[ids].numpy())
         return correlation(model_gap, real_gap), model_gap.std() / real_gap.std()
 
     def row(step):

@@ -84,9 +84,9 @@ def main(argv=None) -> int:
     print("|---|---|")
     for stage, ms in rows:
         print(f"| {stage} | {ms:.1f} |")
-    name, static, deform = preset
+    preset_name, static, deform = preset
     total = static * rows[0][1] + deform * rows[1][1]
-    print(f"\n{name} preset ({static:,} + {deform:,} iterations) at these rates: {total / 60000:.1f} min "
+    print(f"\n{preset_name} preset ({static:,} + {deform:,} iterations) at these rates: {total / 60000:.1f} min "
           "(densification changes the Gaussian count during a real run)")
     return 0
 

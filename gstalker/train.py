@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .errors import GstalkerError
 from .data import check_frame_size
-from .metrics import Lpips, box_slices, psnr
+from .metrics import EYE_CORNERS, Lpips, box_slices, psnr
 from .model import GaussianModel, Gaussians, neighbour_index
 from .preprocess.eyelip import SPEECH_POINTS, deform_regions
 from .progress import Progress
@@ -362,7 +362,7 @@ class Trainer:
         codes = self.codes(frames)  # [B, code_dim]
         moved = model.deform_points(points, codes, data.eyes[frames], backend=self.backend)  # [B, P, 3]
         uv = project_points(moved, data.viewmats[frames], data.K)
-        scale = (tracked[:, 33] - tracked[:, 263]).norm(dim=-1).clamp_min(1.0)  # eye-corner distance [B]
+        scale = (tracked[:, EYE_CORNERS[0]] - tracked[:, EYE_CORNERS[1]]).norm(dim=-1).clamp_min(1.0)  # [B]
         err = ((uv - uv.mean(1, keepdim=True)) - (target - target.mean(1, keepdim=True))).norm(dim=-1)  # [B, P]
         err = torch.where(ok[:, None], err / scale[:, None], torch.zeros_like(err))
         return err.sum() / (ok.sum() * len(SPEECH_POINTS)).clamp_min(1)
