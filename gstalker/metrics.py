@@ -44,6 +44,7 @@ from .errors import UnavailableError, first_line
 # MediaPipe face mesh points: inner lip, upper and lower centre; outer eye corners (right, left)
 UPPER_LIP, LOWER_LIP = 13, 14
 EYE_CORNERS = (33, 263)
+MOUTH_CORNERS = (61, 291)
 # MediaPipe face mesh: the 40 points of FACEMESH_LIPS (outer and inner lip contours)
 MOUTH = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269,
          270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
@@ -86,6 +87,16 @@ def mouth_opening_ratio(landmarks) -> np.ndarray:
     eyes = np.linalg.norm(lm[..., EYE_CORNERS[0], :] - lm[..., EYE_CORNERS[1], :], axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(eyes > 1e-9, gap / np.where(eyes > 1e-9, eyes, 1.0), np.nan)
+
+
+def mouth_width_ratio(landmarks) -> np.ndarray:
+    """Mouth width per frame: the lip-corner distance |lm61 - lm291| over the outer eye-corner
+    distance (rounded lips narrow it). landmarks: [T, 478, 2+] -> [T] (NaN where missing)."""
+    lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
+    width = np.linalg.norm(lm[..., MOUTH_CORNERS[0], :] - lm[..., MOUTH_CORNERS[1], :], axis=-1)
+    eyes = np.linalg.norm(lm[..., EYE_CORNERS[0], :] - lm[..., EYE_CORNERS[1], :], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(eyes > 1e-9, width / np.where(eyes > 1e-9, eyes, 1.0), np.nan)
 
 
 def correlation(x, y, min_points: int = 3) -> float | None:

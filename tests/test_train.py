@@ -364,3 +364,61 @@ def test_training_codes_are_augmented_and_the_models_codes_never(tmp_path):
         assert torch.equal(t.codes(frames), clean)
         inference = t.model.codes(t.data.audio)  # what speak and eval use: the plain windows
         assert torch.allclose(inference[frames], clean, atol=1e-5)
+
+
+def test_mouth_shape_targets_are_the_tracked_opening_and_width_standardised(tmp_path):
+    """The term's targets: the tracked inner-lip gap and lip-corner distance over the eye distance,
+    standardised over the training frames (held-out frames are never a target)."""
+    from gstalker.metrics import mouth_opening_ratio, mouth_width_ratio
+
+    t, clip = face_trainer(tmp_path)
+    shape, ids = t.data.mouth_shape, t.data.mouth_shape_ids
+    assert shape.shape == (30, 2)
+    assert set(ids.tolist()) == set(t.data.train_ids.tolist())
+    lm = clip.tracks["landmarks"].numpy()
+    for k, ratio in enumerate((mouth_opening_ratio(lm), mouth_width_ratio(lm))):
+        train = ratio[ids.numpy()]
+        np.testing.assert_allclose(shape[:, k].numpy(), (ratio - train.mean()) / train.std(), rtol=1e-4, atol=1e-4)
+    assert np.corrcoef(shape[:, 0].numpy(), clip.opening)[0, 1] > 0.95  # the clip's lower lip drops as it opens
+
+
+def test_mouth_shape_pretraining_teaches_the_code_the_mouth_and_nothing_else(tmp_path):
+    """The term alone trains the audio smoother and the read-out until the read-out follows the
+    mouth opening that drives the audio features; the face field and
+    the Gaussians are not touched by it."""
+    t, clip = face_trainer(tmp_path, mouth_shape_batch=16, mouth_shape_weight=0.1)
+    field = [p.detach().clone() for p in t.model.face.parameters()]
+    means = t.model.gaussians.head.means.detach().clone()
+    first = t.mouth_shape_loss().item()
+    calls = []
+    last = t.pretrain_mouth_shape(150, on_step=lambda: calls.append(1))
+    assert len(calls) == 150 and last < 0.3 * first
+    with torch.no_grad():
+        read = t.mouth_head(t.model.codes(t.data.audio))[:, 0].numpy()
+    assert np.corrcoef(read, clip.opening)[0, 1] > 0.9
+    assert all(torch.equal(a, b) for a, b in zip(field, t.model.face.parameters()))
+    assert torch.equal(means, t.model.gaussians.head.means)
+
+
+def test_run_training_pretrains_the_code_once_at_the_deformation_stage(tmp_path):
+    """run_training pretrains at the stage boundary, once; full deformation steps then add the term
+    (and static steps never); a resumed run goes on bit for bit, the read-out included."""
+    t, _ = face_trainer(tmp_path, mouth_shape_pretrain=5, mouth_shape_batch=8, mouth_shape_weight=0.1)
+    t.step_count = 0
+    pretrains, terms = [], []
+    pretrain, term = t.pretrain_mouth_shape, t.mouth_shape_loss
+    t.pretrain_mouth_shape = lambda n, on_step=None: (pretrains.append((t.step_count, n)), pretrain(n, on_step))[1]
+    t.mouth_shape_loss = lambda: (terms.append(t.stage), term())[1]
+    run_training(t, progress=False)
+    assert pretrains == [(t.settings.static_iters, 5)]
+    assert terms == ["deform"] * (5 + t.settings.deform_iters)  # 5 pretraining updates, then one per full step
+
+    t2, _ = face_trainer(tmp_path / "b", mouth_shape_pretrain=5, mouth_shape_batch=8, mouth_shape_weight=0.1)
+    t2.load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert torch.equal(t2.mouth_head.weight, t.mouth_head.weight)
+    t.settings.deform_iters += 1
+    t2.settings.deform_iters += 1
+    t.step()
+    t2.step()
+    assert t.history[-1] == t2.history[-1]
+    assert torch.equal(t2.mouth_head.weight, t.mouth_head.weight)
