@@ -77,26 +77,28 @@ def loudness_db(wave, num_frames: int, sample_rate: int = SAMPLE_RATE, fps: int 
     return out
 
 
-def mouth_opening_ratio(landmarks) -> np.ndarray:
-    """Mouth opening per frame: the inner-lip gap |lm13 - lm14| over the outer eye-corner distance
-    |lm33 - lm263|, so it does not depend on the image size or the face's distance.
+def _over_eye_distance(landmarks, a: int, b: int) -> np.ndarray:
+    """|lm_a - lm_b| per frame over the outer eye-corner distance |lm33 - lm263|: a face
+    measure that does not depend on the image size or the face's distance.
     landmarks: [T, 478, 2+] face-mesh points (NaN rows for frames without a face) -> [T]
     (NaN where missing or the eye corners coincide)."""
     lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
-    gap = np.linalg.norm(lm[..., UPPER_LIP, :] - lm[..., LOWER_LIP, :], axis=-1)
+    dist = np.linalg.norm(lm[..., a, :] - lm[..., b, :], axis=-1)
     eyes = np.linalg.norm(lm[..., EYE_CORNERS[0], :] - lm[..., EYE_CORNERS[1], :], axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(eyes > 1e-9, gap / np.where(eyes > 1e-9, eyes, 1.0), np.nan)
+        return np.where(eyes > 1e-9, dist / np.where(eyes > 1e-9, eyes, 1.0), np.nan)
+
+
+def mouth_opening_ratio(landmarks) -> np.ndarray:
+    """Mouth opening per frame: the inner-lip gap |lm13 - lm14| over the eye-corner distance.
+    landmarks: [T, 478, 2+] -> [T] (NaN where missing)."""
+    return _over_eye_distance(landmarks, UPPER_LIP, LOWER_LIP)
 
 
 def mouth_width_ratio(landmarks) -> np.ndarray:
-    """Mouth width per frame: the lip-corner distance |lm61 - lm291| over the outer eye-corner
-    distance (rounded lips narrow it). landmarks: [T, 478, 2+] -> [T] (NaN where missing)."""
-    lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
-    width = np.linalg.norm(lm[..., MOUTH_CORNERS[0], :] - lm[..., MOUTH_CORNERS[1], :], axis=-1)
-    eyes = np.linalg.norm(lm[..., EYE_CORNERS[0], :] - lm[..., EYE_CORNERS[1], :], axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(eyes > 1e-9, width / np.where(eyes > 1e-9, eyes, 1.0), np.nan)
+    """Mouth width per frame: the lip-corner distance |lm61 - lm291| over the eye-corner distance
+    (rounded lips narrow it). landmarks: [T, 478, 2+] -> [T] (NaN where missing)."""
+    return _over_eye_distance(landmarks, *MOUTH_CORNERS)
 
 
 def correlation(x, y, min_points: int = 3) -> float | None:

@@ -159,8 +159,7 @@ class TrainData:
         """The tracked mouth's opening and width over the eye distance, standardised over the
         training frames: ([n, 2] float32 on `device`, the training frames with a tracked mouth
         [M] int64), or (None, None) without landmarks."""
-        tracks = getattr(video, "tracks", {})
-        landmarks = tracks.get("landmarks") if hasattr(tracks, "get") else None
+        landmarks = getattr(video, "tracks", {}).get("landmarks")
         if landmarks is None:
             return None, None
         landmarks = np.asarray(landmarks, dtype=np.float64)
