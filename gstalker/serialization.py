@@ -16,7 +16,9 @@ import torch
 
 from .errors import GstalkerError, ModelFileError, first_line
 
-FORMAT_VERSION = 2  # 2: the model holds audio_mean and audio_std (format 1 files load as identity)
+# 2: the model holds audio_mean and audio_std (format 1 files load as identity); 3: speech_mean
+# (format 2 files load without speech-mean normalisation)
+FORMAT_VERSION = 3
 META_KEY = "gstalker"
 
 

@@ -18,6 +18,16 @@ it is measured on speech alone: on musetalk_eng.wav (3 s of room noise first) th
 model's codes are 11% from the whole-file codes in the first second of speech, 3% by the fourth
 and under 1% by the eighth (`benchmarks/running_features.py` prints the table).
 
+Speech-mean normalisation (models that store `speech_mean`, format 3): before the model
+standardises a window, the window is moved by the difference between this speech's mean
+log-mel spectrum and the training speech's (`RunningSpeechMean`: feature frames whose loudness
+block is above `GATE_DB`, so pauses and room noise never count; it starts at the training mean,
+worth `SPEECH_MEAN_PRIOR` frames). Another voice or microphone shifts every bin's average level
+(timbre, channel); the smoother learned one speaker's averages, so without this it reads a
+foreign voice as a mouth held more shut (docs/training.md). It is the log-mel form of cepstral
+mean normalisation. Frame k's window uses the mean over feature frames 0 .. 2k+8 (its last),
+a fixed point whatever the chunking.
+
 Every quantity is computed in fixed units (one feature frame, one video frame) in one order,
 whatever the chunking of the input, so the results do not depend on it.
 
@@ -42,10 +52,45 @@ from .data import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 N_FFT, WIN = 512, 400
 HALF = WIN // 2  # a feature frame reads samples [j*HOP - 200, j*HOP + 200)
+SPEECH_MEAN_PRIOR = 150  # feature frames (3 s of speech) the training mean weighs in a speech's mean
+
+
+class RunningSpeechMean:
+    """The mean feature frame [D] of the speech so far: frames flagged as speech (their loudness
+    block above `GATE_DB`, `MelStream.speech`) only, with `prior` [D] counted as `prior_frames`
+    frames (None: no prior, the plain mean; a zero vector before any speech)."""
+
+    def __init__(self, dim: int, prior: np.ndarray | None = None, prior_frames: int = SPEECH_MEAN_PRIOR):
+        self.prior = None if prior is None else np.asarray(prior, dtype=np.float64).reshape(dim)
+        self.prior_frames = prior_frames if prior is not None else 0
+        self.total = np.zeros(dim) if prior is None else self.prior * self.prior_frames
+        self.count = self.prior_frames
+
+    def add(self, frame: np.ndarray, speech: bool) -> None:
+        if speech:
+            self.total = self.total + frame
+            self.count += 1
+
+    def mean(self) -> np.ndarray:
+        return self.total / self.count if self.count else self.total
+
+
+def speech_feature_mean(wave16k: np.ndarray) -> tuple[np.ndarray, int]:
+    """(The mean log-mel frame [80] of a wave's speech, as `CodeStream` measures it; the number of
+    speech frames it averages). What `fit` stores as the model's `speech_mean`."""
+    mel = MelStream()
+    frames = np.concatenate([mel.push(np.asarray(wave16k, dtype=np.float32).reshape(-1)), mel.finish()])
+    acc = RunningSpeechMean(N_MELS)
+    for frame, speech in zip(frames, mel.speech):
+        acc.add(frame, speech)
+    return acc.mean().astype(np.float32), acc.count
+
+
 class MelStream:
     """16 kHz mono samples in, log-mel feature frames [80] out (50 per second), each as soon as
     the samples it needs have arrived. `push(samples)` -> new frames [n, 80]; `finish()` -> the
-    rest (the end is reflected, as `torch.stft(center=True)` does) ."""
+    rest (the end is reflected, as `torch.stft(center=True)` does). `speech[j]`: whether feature
+    frame j's loudness block is above `GATE_DB` (False for the last frame(s), which have none)."""
 
     def __init__(self):
         self.fb = _mel_filterbank(N_FFT, N_MELS, SAMPLE_RATE).double().numpy()  # [80, 257]
@@ -60,6 +105,8 @@ class MelStream:
         self.loudness = RunningLoudness()
         self.running_max = -math.inf
         self.finished = False
+        self.speech: list[bool] = []  # per feature frame
+        self.block_speech: list[bool] = []  # per gain block
 
     def _sample(self, a: int, b: int, total: int | None) -> np.ndarray:
         """Samples [a, b), reflected about the first sample and (when total is known) the last."""
@@ -78,8 +125,11 @@ class MelStream:
         n_blocks = j + 1 if total is None else min(j + 1, total // HOP)
         while self.blocks < n_blocks:
             block = self.buf[self.blocks * HOP - self.buf_start:(self.blocks + 1) * HOP - self.buf_start]
-            self.loudness.add(float(np.mean(block * block)))
+            mean_square = float(np.mean(block * block))
+            self.loudness.add(mean_square)
+            self.block_speech.append(mean_square > self.loudness.gate)
             self.blocks += 1
+        self.speech.append(j < len(self.block_speech) and self.block_speech[j])
         log = np.log10(np.maximum(mel, 1e-10))
         self.running_max = max(self.running_max, float(log.max()))
         gain = self.loudness.gain_db() / 10  # log10 units of power
@@ -130,7 +180,8 @@ class CodeStream:
     `push(samples)` -> [(k, code [code_dim])] for the frames that audio completes; `finish()` ->
     the rest (max(1, round(len * 25 / 16000)) frames in all, as `Talker.codes`).
 
-    model: a `TalkerModel` with mel features (its `normalize_audio` and `smoother`).
+    model: a `TalkerModel` with mel features (its `normalize_audio`, `smoother` and, when it has
+    one, `speech_mean`: the speech-mean normalisation above).
     Frame k comes out once sample 640 k + 4800 has arrived (`ready_sample(k)`)."""
 
     def __init__(self, model):
@@ -141,6 +192,10 @@ class CodeStream:
         self.features: list[np.ndarray] = []  # [80] per feature frame (all kept: 16 KB per second of speech)
         self.codes: list[torch.Tensor] = []  # [code_dim] per video frame, unsmoothed
         self.next_out = 0
+        train_mean = model.trained_speech_mean()
+        self.train_mean = None if train_mean is None else train_mean.cpu().double().numpy()
+        self.speech_mean = None if train_mean is None else RunningSpeechMean(N_MELS, self.train_mean)
+        self.mean_upto = 0  # feature frames added to `speech_mean`
 
     @staticmethod
     def ready_sample(k: int, att_window: int = 8) -> int:
@@ -154,9 +209,21 @@ class CodeStream:
         idx = np.clip(np.arange(c - WINDOW // 2, c + WINDOW - WINDOW // 2), 0, n_features - 1)
         return np.stack([self.features[i] for i in idx])
 
+    def _shift(self, k: int, n_features: int) -> np.ndarray:
+        """This speech's mean frame over feature frames 0 .. frame k's last minus the training
+        speech's: [80], subtracted from frame k's window."""
+        last = min(2 * k + 1 + WINDOW - WINDOW // 2 - 1, n_features - 1)
+        while self.mean_upto <= last:
+            self.speech_mean.add(self.features[self.mean_upto], self.mel.speech[self.mean_upto])
+            self.mean_upto += 1
+        return self.speech_mean.mean() - self.train_mean
+
     @torch.no_grad()
     def _encode(self, k: int, n_features: int) -> None:
-        w = torch.from_numpy(self._window(k, n_features))[None]  # [1, 16, 80]
+        window = self._window(k, n_features)
+        if self.speech_mean is not None:
+            window = (window - self._shift(k, n_features)).astype(np.float32)
+        w = torch.from_numpy(window)[None]  # [1, 16, 80]
         self.codes.append(self.smoother.encode(self.model.normalize_audio(w))[0])
 
     @torch.no_grad()

@@ -69,6 +69,11 @@ class TalkerModel(nn.Module):
         dim = config["audio"]["dim"]
         self.register_buffer("audio_mean", torch.zeros(dim))
         self.register_buffer("audio_std", torch.ones(dim))
+        # the training speech's mean feature frame (`streaming.speech_feature_mean`) and how many
+        # frames it averages; 0 frames: none stored (files before format 3, non-mel features),
+        # speech-mean normalisation off
+        self.register_buffer("speech_mean", torch.zeros(dim))
+        self.register_buffer("speech_mean_frames", torch.zeros((), dtype=torch.int64))
         self.torso.fit_pose_normalization(self.poses)
 
     @property
@@ -179,6 +184,22 @@ class TalkerModel(nn.Module):
         them (`audio_mean`, `audio_std` [D]: identity for models from before they were stored)."""
         return (windows.to(self.audio_mean.device) - self.audio_mean) / self.audio_std
 
+    def trained_speech_mean(self) -> torch.Tensor | None:
+        """The training speech's mean feature frame [D] (`speech_mean`), or None when the model
+        has none: what `streaming.CodeStream` moves a new speech's windows towards."""
+        return self.speech_mean if int(self.speech_mean_frames) > 0 else None
+
+    @torch.no_grad()
+    def set_speech_mean(self, mean: torch.Tensor | None, frames: int = 0) -> None:
+        """Store the training speech's mean feature frame [D] over `frames` speech frames (None or
+        0 frames: none, the normalisation off)."""
+        if mean is None or frames <= 0:
+            self.speech_mean.zero_()
+            self.speech_mean_frames.zero_()
+        else:
+            self.speech_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.speech_mean_frames.fill_(int(frames))
+
     def codes(self, windows: torch.Tensor, smooth: bool = True) -> torch.Tensor:
         """Audio windows [T, W, D] of consecutive frames -> smoothed codes [T, code_dim]."""
         return self.smoother.forward_sequence(self.normalize_audio(windows), smooth=smooth)
@@ -210,7 +231,8 @@ class TalkerModel(nn.Module):
             sets[part] = Gaussians(**rows)
         model = cls(config, GaussianModel(sets["head"], sets["torso"]), tensors["K"], tensors["torso_viewmat"],
                     tensors["background"], tensors["poses"], tensors["eyes"])
-        missing = {"audio_mean", "audio_std"} - tensors.keys()  # format 1 files: no audio statistics
+        # format 1 files hold no audio statistics, format 2 no speech_mean: those keep their defaults
+        missing = {"audio_mean", "audio_std", "speech_mean", "speech_mean_frames"} - tensors.keys()
         model.load_state_dict(tensors, strict=not missing)
         return model
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import GstalkerError
-from .data import check_frame_size
+from .data import SAMPLES_PER_FRAME, check_frame_size
 from .metrics import EYE_CORNERS, Lpips, box_slices, mouth_opening_ratio, mouth_width_ratio, psnr
 from .model import GaussianModel, Gaussians, neighbour_index
 from .preprocess.eyelip import SPEECH_POINTS, deform_regions
@@ -146,6 +146,7 @@ class TrainData:
         train_audio = self.audio[self.train_ids.to(self.audio.device)]
         self.audio_mean = train_audio.mean(dim=(0, 1))
         self.audio_std = train_audio.std(dim=(0, 1)).clamp_min(1e-3)
+        self.speech_mean, self.speech_mean_frames = self._speech_mean(video)
         # high-resolution mouth crops (preprocess.mouth), when preprocessing kept them
         boxes = video.tracks.get("mouth_boxes") if hasattr(video, "tracks") else None
         self.mouth_boxes = None if boxes is None or len(boxes) != n else torch.as_tensor(boxes, dtype=torch.float32)
@@ -153,6 +154,24 @@ class TrainData:
         self._cache: dict[int, torch.Tensor] = {}
         budget = 6 * 2**30 if device.type == "cuda" else 3 * 2**30
         self._keep = n * self.height * self.width * 5 <= budget
+
+    @staticmethod
+    def _speech_mean(video) -> tuple[torch.Tensor | None, int]:
+        """The training span's mean speech feature frame [80] and the frames it averages
+        (`streaming.speech_feature_mean`, on the clip's 16 kHz audio up to the held-out tail), for
+        the model's speech-mean normalisation; (None, 0) for non-mel features or a clip without
+        its audio file."""
+        meta = getattr(video, "meta", {})
+        audio = meta.get("files", {}).get("audio")
+        workdir = getattr(video, "workdir", None)
+        if meta.get("audio_features", {}).get("kind") != "mel" or audio is None or workdir is None:
+            return None, 0
+        from .audio import load_audio
+        from .streaming import speech_feature_mean
+
+        wave = load_audio(Path(workdir) / audio)[:video.val_start * SAMPLES_PER_FRAME]
+        mean, frames = speech_feature_mean(wave)
+        return (torch.as_tensor(mean), frames) if frames else (None, 0)
 
     @staticmethod
     def _mouth_shape(video, device):
@@ -272,6 +291,7 @@ def build_model(data: TrainData, settings: FitSettings, feature_meta: dict, gene
                         data.viewmats[data.train_ids.to(data.viewmats.device)], data.eyes[data.train_ids.to(data.eyes.device)])
     model.audio_mean.copy_(data.audio_mean.cpu())
     model.audio_std.copy_(data.audio_std.cpu())
+    model.set_speech_mean(data.speech_mean, data.speech_mean_frames)
     model.smoother.standardize_output_(model.normalize_audio(data.audio[data.train_ids.to(data.audio.device)].cpu()))
     return model.to(data.device)
 
@@ -641,6 +661,8 @@ class Trainer:
         tensors, meta = load_file(path, kind="checkpoint")
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         fresh = TalkerModel.from_state(state, meta["config"]).to(self.data.device)
+        if fresh.trained_speech_mean() is None:  # a checkpoint from before the speech mean
+            fresh.set_speech_mean(self.data.speech_mean, self.data.speech_mean_frames)
         self.model = fresh
         for part in ("head", "torso"):
             gs = getattr(self.model.gaussians, part)

@@ -1,6 +1,8 @@
 """The user's whole path on a real clip: fit (smoke preset), load, speak, resume. Skipped
 without ../shared/media."""
 
+import json
+
 import av
 import numpy as np
 import pytest
@@ -22,6 +24,13 @@ def test_fit_writes_a_model_that_beats_the_mean_frame(smoke_model):
     assert summary["heldout_psnr"] > summary["baseline_psnr"], summary
     talker = gstalker.load(smoke_model["model"], device="cpu")  # from the file alone
     assert talker.size == (128, 128)
+    # the training speech's mean feature frame, for speech-mean normalisation at speak time
+    from gstalker.audio import load_audio
+    from gstalker.streaming import speech_feature_mean
+
+    work = json.loads((smoke_model["workdir"] / "meta.json").read_text())
+    wave = load_audio(smoke_model["workdir"] / "audio.wav")[:work["val_start"] * 640]
+    assert np.allclose(talker.model.trained_speech_mean().numpy(), speech_feature_mean(wave)[0], atol=1e-6)
     assert (smoke_model["workdir"] / "loss_curve.png").exists()
     assert sorted(p.name for p in (smoke_model["workdir"] / "previews").iterdir())[-1] == "step_000600.png"
 

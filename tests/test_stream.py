@@ -139,3 +139,72 @@ def test_stream_bad_input(talker):
     with pytest.raises(gstalker.GstalkerError, match="shorter than one video frame"):
         list(talker.stream([np.zeros(300, np.float32)]))
     assert len(list(talker.stream([np.zeros(800, np.float32)]))) == 1
+
+
+# ------------------------------------------------------------------ speech-mean normalisation
+
+def test_speech_mean_counts_speech_frames_only():
+    """The mean a speech is measured by (`speech_feature_mean`) averages the feature frames whose
+    loudness block is speech: seconds of room noise before it change nothing."""
+    from gstalker.streaming import speech_feature_mean
+
+    speech = speech_like(3.0, seed=6)
+    noise = (0.0018 * np.random.default_rng(7).standard_normal(2 * 16000)).astype(np.float32)  # -55 dBFS
+    mean, count = speech_feature_mean(speech)
+    m = MelStream()
+    frames = np.concatenate([m.push(speech), m.finish()])
+    flags = np.array(m.speech)
+    assert 0 < flags.sum() < 0.8 * len(flags)  # the pauses between syllables are left out
+    assert count == flags.sum() and np.allclose(mean, frames[flags].mean(0), atol=1e-6)
+    with_noise, count_noise = speech_feature_mean(np.concatenate([noise, speech]))
+    assert count_noise == count
+    # equal up to the log-mel floor and the STFT's reflected edge, which the noise changes slightly
+    assert np.abs(with_noise - mean).max() < 0.02 < np.abs(frames[~flags].mean(0) - mean).max()
+
+
+def test_speech_mean_normalisation_undoes_another_microphone(tmp_path):
+    """The same speech through another channel (a pre-emphasis filter: up to +20 dB at high
+    frequencies) gives codes near the original's once each speech is measured against its own
+    mean, and far from them without it (format 2 files, and models without `speech_mean`)."""
+    import torch
+
+    talker = gstalker.load(tiny_mel_model(tmp_path), device="cpu")
+    wave = speech_like(12.0, seed=8)
+    other = np.concatenate([wave[:1], wave[1:] - 0.9 * wave[:-1]]).astype(np.float32)
+    from gstalker.streaming import speech_feature_mean
+
+    talker.model.set_speech_mean(*speech_feature_mean(wave))
+    assert talker.model.trained_speech_mean() is not None
+    original = talker.codes(wave)
+    normalised = talker.codes(other)
+    talker.model.set_speech_mean(None)
+    assert talker.model.trained_speech_mean() is None
+    assert torch.equal(talker.codes(wave), talker.codes(wave))
+    plain = talker.codes(other)
+    late = slice(len(original) // 2, None)  # after 6 s the running mean has mostly left its prior
+    err_normalised = (normalised[late] - original[late]).norm(dim=1).mean()
+    err_plain = (plain[late] - original[late]).norm(dim=1).mean()
+    assert err_normalised < 0.5 * err_plain, (float(err_normalised), float(err_plain))
+
+
+def test_format_2_files_load_without_the_speech_mean(tmp_path):
+    """A model file from before the speech mean (format 2, no `speech_mean` tensor) loads and
+    speaks with the normalisation off. (That fit stores it: tests/test_end_to_end.py.)"""
+    import json
+
+    import torch
+    from safetensors.torch import load_file as st_load, save_file as st_save
+    from safetensors import safe_open
+
+    path = tiny_mel_model(tmp_path)
+    tensors = st_load(str(path))
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["gstalker"])
+    assert meta["format_version"] == 3 and "speech_mean" in tensors and "speech_mean_frames" in tensors
+    del tensors["speech_mean"], tensors["speech_mean_frames"]
+    meta["format_version"] = 2
+    old = tmp_path / "format2.safetensors"
+    st_save(tensors, str(old), metadata={"gstalker": json.dumps(meta)})
+    talker = gstalker.load(old, device="cpu")
+    assert talker.model.trained_speech_mean() is None
+    assert torch.isfinite(talker.codes(speech_like(1.0))).all()
