@@ -48,6 +48,7 @@ def fit(
     start: float | None = None,
     end: float | None = None,
     progress: bool | None = None,
+    av_offset: float | None = None,
 ) -> Path:
     """Preprocess `video`, train both stages and write one self-contained model file.
 
@@ -55,7 +56,8 @@ def fit(
     workdir: preprocessing cache, checkpoint, previews and loss curve (default: `<video stem>.gstalker/`
     beside the video). preset: "smoke" | "cpu" | "fast" | "paper", default `fast` on a CUDA GPU and
     `cpu` elsewhere; `iters` (both stages, split in the preset's ratio) and `size` override it. lpips: "off" | "on" (used when its weights are
-    available) | "require". start/end: trim the video (seconds). Returns the model path.
+    available) | "require". start/end: trim the video (seconds). av_offset: seconds the video's sound
+    runs behind its picture (None: measured from the lip motion, 0: as recorded). Returns the model path.
 
     Ctrl-C writes a checkpoint and raises KeyboardInterrupt; `resume=True` continues from it.
     """
@@ -70,7 +72,7 @@ def fit(
     if resume:
         _check_resume(workdir / CHECKPOINT, settings)
     workdir = preprocess(video, workdir, size=settings.size, audio_features=audio_features, start=start, end=end,
-                         progress=progress)
+                         progress=progress, av_offset=av_offset)
     model, summary = _train(workdir, settings, dev, resume, progress)
     model.save(out, summary)
     return out

@@ -28,6 +28,16 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def _av_offset(value: str) -> Optional[float]:
+    """--av-offset: "auto" -> None (measure it), else seconds."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        fail(f"--av-offset must be auto or a number of seconds, got {value!r}")
+
+
 @contextmanager
 def _user_errors():
     """A GstalkerError (every error the user can fix derives from it) -> its one line and exit 2."""
@@ -108,6 +118,7 @@ def preprocess(
     start: Optional[float] = typer.Option(None, "--start", help="Use the video from this time on (seconds)."),
     end: Optional[float] = typer.Option(None, "--end", help="Use the video up to this time (seconds)."),
     force: bool = typer.Option(False, "--force", help="Redo every stage, even finished ones."),
+    av_offset: str = typer.Option("auto", "--av-offset", help="Seconds the video's sound runs behind its picture (negative: ahead); auto measures it from the lip motion, 0 keeps the audio as recorded."),
 ) -> None:
     """Turn a video into frames, masks, head poses, landmarks and audio features (cached in --workdir)."""
     import json
@@ -117,12 +128,13 @@ def preprocess(
     with _user_warnings(), _quiet_native_logs(), _user_errors():
         wd = run_preprocess(
             video, workdir, size=size, audio_features=audio_features, start=start, end=end,
-            force=force, progress=True,
+            force=force, progress=True, av_offset=_av_offset(av_offset),
         )
     meta = json.loads((wd / "meta.json").read_text())
     typer.echo(
         f"{wd}: {meta['num_frames']} frames at {meta['fps']} fps, {meta['size'][0]}x{meta['size'][1]}, "
-        f"reprojection error {meta['reprojection_error_px']:.2f} px, features {meta['audio_features']['kind']} "
+        f"reprojection error {meta['reprojection_error_px']:.2f} px, features {meta['audio_features']['kind']}, "
+        f"audio moved {meta['av_offset']['offset_s'] * 1000:.0f} ms earlier ({meta['av_offset']['source']}) "
         f"(see {wd / 'preview.png'})"
     )
 
@@ -158,6 +170,7 @@ def fit(
     lpips: str = typer.Option("on", "--lpips", help="off, on (when its weights are available) or require."),
     start: Optional[float] = typer.Option(None, "--start", help="Use the video from this time on (seconds)."),
     end: Optional[float] = typer.Option(None, "--end", help="Use the video up to this time (seconds)."),
+    av_offset: str = typer.Option("auto", "--av-offset", help="Seconds the video's sound runs behind its picture (negative: ahead); auto measures it from the lip motion, 0 keeps the audio as recorded."),
 ) -> None:
     """Preprocess a video and train a model of the person in it: one .safetensors file."""
     from .api import fit as run_fit
@@ -166,7 +179,7 @@ def fit(
         try:
             path = run_fit(video, out, preset=preset, workdir=workdir, iters=iters, size=size,
                            audio_features=audio_features, device=device, resume=resume, seed=seed, lpips=lpips,
-                           start=start, end=end, progress=True)
+                           start=start, end=end, progress=True, av_offset=_av_offset(av_offset))
         except KeyboardInterrupt:
             wd = workdir or str(Path(video).with_name(Path(video).stem + ".gstalker"))
             typer.echo(f"gstalker: interrupted; the checkpoint is in {wd}. Continue with the same command "

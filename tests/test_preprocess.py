@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -326,6 +327,9 @@ def test_cache_layout_and_tracks(which, face1_workdir, interview_workdir):
 
     with wave.open(str(wd / "audio.wav")) as w:
         assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getnframes() == n * 640
+    # clips under 30 s keep their audio as recorded (too few syllables to measure an offset)
+    assert meta["av_offset"]["source"] == "auto-rejected" and meta["av_offset"]["offset_frames"] == 0
+    assert (wd / "audio.wav").read_bytes() == (wd / "cache" / "recorded.wav").read_bytes()
     assert len(list((wd / "frames").glob("*.jpg"))) == n and len(list((wd / "masks").glob("*.png"))) == n
     assert (wd / "preview.png").stat().st_size > 1000
 
@@ -449,13 +453,34 @@ def test_mouth_crops_line_up_with_their_boxes(interview_workdir):
 
 
 @pytest.mark.media
+def test_a_given_av_offset_moves_the_audio_and_redoes_only_what_follows(face1_workdir, tmp_path):
+    """--av-offset 0.08 (two frames: the sound runs 80 ms late) moves audio.wav 1280 samples
+    earlier than the recording and redoes the sync and the features, nothing before them."""
+    from gstalker.audio import load_audio
+    from tests.conftest import MEDIA
+
+    wd = tmp_path / "face1"
+    shutil.copytree(face1_workdir[0], wd)
+    res = runner.invoke(app, ["preprocess", str(MEDIA / "retalking_face1.mp4"), "--workdir", str(wd), "--size", "384",
+                              "--av-offset", "0.08"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((wd / "meta.json").read_text())
+    assert meta["stages_run"] == ["sync", "features-mel"], meta["stages_run"]
+    assert meta["av_offset"]["source"] == "given" and meta["av_offset"]["offset_frames"] == 2
+    recorded, moved = load_audio(wd / "cache" / "recorded.wav"), load_audio(wd / "audio.wav")
+    assert len(moved) == len(recorded) and np.abs(recorded).max() > 0.01
+    assert np.allclose(moved[:-1280], recorded[1280:], atol=1e-4) and not moved[-1280:].any()
+    assert "--av-offset must be auto or a number" in _cli_error(
+        ["preprocess", str(MEDIA / "retalking_face1.mp4"), "--workdir", str(wd), "--av-offset", "soon"], "soon")
+
+
 def test_force_redoes_everything(interview_workdir):
     from tests.conftest import MEDIA
 
     with pytest.warns(PreprocessWarning):
         preprocess(MEDIA / "interview_97s.mp4", interview_workdir, size=256, start=30.0, end=36.0, force=True)
     meta = json.loads((interview_workdir / "meta.json").read_text())
-    assert meta["stages_run"] == ["decode", "landmarks", "pose", "masks", "mouth", "features-mel"]
+    assert meta["stages_run"] == ["decode", "landmarks", "pose", "masks", "mouth", "sync", "features-mel"]
 
 
 def test_missing_speech_model_fails_before_the_work(tmp_path, monkeypatch):

@@ -15,7 +15,8 @@ FORMAT_VERSION = 1
 
 META = "meta.json"
 TRACKS = "tracks.safetensors"
-AUDIO = "audio.wav"
+AUDIO = "audio.wav"  # the clip's audio, moved to match the picture (preprocess.sync)
+RECORDED_AUDIO = "recorded.wav"  # under CACHE: the audio as recorded
 FRAMES = "frames"  # frames/000000.jpg ...
 MASKS = "masks"  # masks/000000.png ...
 MOUTH = "mouth"  # mouth/000000.jpg ...: high-resolution mouth crops (preprocess.mouth)

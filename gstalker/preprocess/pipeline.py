@@ -1,8 +1,9 @@
 """`preprocess(video, workdir)`: from a talking-head video to the cached training set.
 
 Stages (each cached under DIR/cache, skipped when its inputs and settings are unchanged):
-decode (crop + 25 fps frames + 16 kHz audio), landmarks, pose, masks (+ background), audio
-features; then eye/lip, tracks.safetensors, meta.json and preview.png are assembled.
+decode (crop + 25 fps frames + 16 kHz audio as recorded), landmarks, pose, masks (+ background),
+sync (the audio moved to match the picture: `preprocess.sync`), audio features; then eye/lip,
+tracks.safetensors, meta.json and preview.png are assembled.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from .video import MIN_SECONDS, iter_frames, probe
 VAL_FRACTION = 0.1
 SHORT_VIDEO_S = 60.0
 MAX_LOST = 0.20
-STAGE_VERSIONS = {"decode": 2, "landmarks": 1, "pose": 2, "masks": 5, "features": 3, "mouth": 1}  # features 3: loudness gain from speech blocks only
+STAGE_VERSIONS = {"decode": 2, "landmarks": 1, "pose": 2, "masks": 5, "features": 3, "mouth": 1,
+                  "sync": 1}  # features 3: loudness gain from speech blocks only
 
 
 # ------------------------------------------------------------------------------- progress
@@ -110,7 +112,7 @@ def _stage_decode(video, info, wd, size, start, end, prog):
     if len(wave) < need - SAMPLE_RATE:
         _warn(f"{video}: the audio ends {(need - len(wave)) / SAMPLE_RATE:.1f} s before the video; padded with silence")
     wave = np.concatenate([wave, np.zeros(max(0, need - len(wave)), np.float32)])[:need]
-    save_wav(wd / C.AUDIO, wave, SAMPLE_RATE)
+    save_wav(wd / C.CACHE / C.RECORDED_AUDIO, wave, SAMPLE_RATE)
     C.replace_dir(tmp, wd / C.FRAMES)
     rec = {"num_frames": n, "crop": crop.to_dict(), "crop_stats": cstats, "video": info.to_dict()}
     C.write_json(wd / C.CACHE / "decode.json", rec)
@@ -235,6 +237,27 @@ def _stage_mouth(video, info, wd, dec, size, start, end, prog):
     C.save_tensors(wd / C.CACHE / "mouth.safetensors", {"mouth_boxes": boxes})
 
 
+def _stage_sync(wd, n, av_offset, prog):
+    """The sound's offset behind the picture (`preprocess.sync`; `av_offset` seconds when the user
+    gave it, else measured), and the audio moved by it: audio.wav and cache/sync.json."""
+    from ..audio import load_audio, save_wav
+    from ..metrics import loudness_db, mouth_opening_ratio
+    from .sync import AvOffset, estimate_av_offset, shift_audio
+
+    task = prog.task("audio-video sync", 1)
+    wave = load_audio(wd / C.CACHE / C.RECORDED_AUDIO, SAMPLE_RATE)
+    if av_offset is None:
+        lmd = C.load_tensors(wd / C.CACHE / "landmarks.safetensors")
+        opening = mouth_opening_ratio(lmd["landmarks3d"][..., :2])
+        opening[lmd["found"] == 0] = np.nan
+        sync = estimate_av_offset(loudness_db(wave, n), opening)
+    else:
+        sync = AvOffset(int(round(av_offset * FPS)), None, None, None, None, "given")
+    save_wav(wd / C.AUDIO, shift_audio(wave, sync.offset_frames, SAMPLE_RATE // FPS), SAMPLE_RATE)
+    C.write_json(wd / C.CACHE / "sync.json", sync.to_dict())
+    task.done()
+
+
 def _features_file(wd, kind):
     return wd / C.CACHE / f"features-{kind}.safetensors"
 
@@ -275,10 +298,13 @@ def preprocess(
     end: Optional[float] = None,
     force: bool = False,
     progress: Optional[bool] = None,
+    av_offset: Optional[float] = None,
 ) -> Path:
     """Preprocess `video` into `workdir` (see the module docs and docs/preprocess.md); returns the
     workdir. Finished stages are reused when the video and settings are unchanged; `force`
-    redoes everything. `start`/`end` (seconds) trim the video. Raises a GstalkerError
+    redoes everything. `start`/`end` (seconds) trim the video. `av_offset`: how many seconds the
+    sound runs behind the picture (negative: ahead), rounded to whole frames; None measures it
+    (`preprocess.sync`), 0 keeps the audio as recorded. Raises a GstalkerError
     (PreprocessError, AudioError, FeatureModelError) with a one-line message on bad input; a
     workdir this call created is removed
     again on failure. `progress`: show rich progress bars on stderr (default: when stderr is a
@@ -292,6 +318,8 @@ def preprocess(
         raise PreprocessError(f"unknown --audio-features {audio_features!r} (choose from {', '.join(feature_kinds())})")
     if start is not None and start < 0:
         raise PreprocessError(f"--start must be >= 0, got {start}")
+    if av_offset is not None and not (math.isfinite(av_offset) and abs(av_offset) <= 1.0):
+        raise PreprocessError(f"--av-offset must be between -1 and 1 seconds (or auto), got {av_offset}")
     if start is not None and end is not None and end <= start:
         raise PreprocessError(f"--end ({end}) must be after --start ({start})")
     info = probe(video)
@@ -316,7 +344,7 @@ def preprocess(
     torch.set_num_threads(1)
     try:
         with Progress(progress if progress is not None else _stderr_tty(), unit="frames") as prog:
-            _run_stages(video, info, wd, size, s0, e0, audio_features, force, prog)
+            _run_stages(video, info, wd, size, s0, e0, audio_features, force, prog, av_offset)
     except BaseException:
         if created:
             shutil.rmtree(wd, ignore_errors=True)
@@ -328,7 +356,8 @@ def preprocess(
     return wd
 
 
-def _run_stages(video, info, wd: Path, size: int, s0: float, e0: float, audio_features: str, force: bool, prog):
+def _run_stages(video, info, wd: Path, size: int, s0: float, e0: float, audio_features: str, force: bool, prog,
+                av_offset: Optional[float] = None):
     """Run the stages whose cached results are missing or stale (each stage's fingerprint chains
     its inputs' fingerprints, so a changed input reruns everything after it), then assemble
     tracks.safetensors, preview.png and meta.json."""
@@ -358,16 +387,18 @@ def _run_stages(video, info, wd: Path, size: int, s0: float, e0: float, audio_fe
 
     model_name = os.environ.get(ENV_VARS.get(audio_features, ""), DEFAULT_MODELS.get(audio_features, ""))
     fp_dec = C.fingerprint(C.FORMAT_VERSION, STAGE_VERSIONS["decode"], sha, size, s0, e0)
-    fp_feat = C.fingerprint(fp_dec, STAGE_VERSIONS["features"], audio_features, model_name)
+    fp_lm = C.fingerprint(fp_dec, STAGE_VERSIONS["landmarks"])
+    offset_setting = "auto" if av_offset is None else int(round(av_offset * FPS))
+    fp_sync = C.fingerprint(fp_lm, STAGE_VERSIONS["sync"], offset_setting)
+    fp_feat = C.fingerprint(fp_sync, STAGE_VERSIONS["features"], audio_features, model_name)
     feat_stage, feat_file = f"features-{audio_features}", _features_file(wd, audio_features)
     if audio_features in DEFAULT_MODELS and not stages.is_done(feat_stage, fp_feat, feat_file):
         load_speech_model(audio_features)  # fail now, not after minutes of work
 
-    run("decode", fp_dec, (wd / C.FRAMES, wd / C.AUDIO, wd / C.CACHE / "decode.json"),
+    run("decode", fp_dec, (wd / C.FRAMES, wd / C.CACHE / C.RECORDED_AUDIO, wd / C.CACHE / "decode.json"),
         lambda: _stage_decode(video, info, wd, size, s0, e0, prog))
     dec = json.loads((wd / C.CACHE / "decode.json").read_text())
     n = dec["num_frames"]
-    fp_lm = C.fingerprint(fp_dec, STAGE_VERSIONS["landmarks"])
     run("landmarks", fp_lm, (wd / C.CACHE / "landmarks.safetensors",), lambda: _stage_landmarks(video, wd, n, prog))
     run("pose", C.fingerprint(fp_lm, STAGE_VERSIONS["pose"]), (wd / C.CACHE / "pose.safetensors",),
         lambda: _stage_pose(wd, size, prog))
@@ -375,10 +406,19 @@ def _run_stages(video, info, wd: Path, size: int, s0: float, e0: float, audio_fe
         lambda: _stage_masks(wd, n, prog))
     run("mouth", C.fingerprint(fp_lm, STAGE_VERSIONS["mouth"]), (wd / C.MOUTH, wd / C.CACHE / "mouth.safetensors"),
         lambda: _stage_mouth(video, info, wd, dec, size, s0, e0, prog))
+    run("sync", fp_sync, (wd / C.AUDIO, wd / C.CACHE / "sync.json"), lambda: _stage_sync(wd, n, av_offset, prog))
+    sync = json.loads((wd / C.CACHE / "sync.json").read_text())
+    if sync["source"] == "auto" and sync["offset_frames"] and "sync" in ran:
+        how = "behind" if sync["offset_frames"] > 0 else "ahead of"
+        ms = abs(sync["offset_frames"]) * 1000 // FPS
+        _warn(f"{video}: the sound runs {ms} ms {how} the picture (measured from the lip motion); training "
+              f"uses it moved to match. Keep it as recorded with --av-offset 0")
     run(feat_stage, fp_feat, (feat_file,), lambda: _stage_features(wd, n, audio_features, prog), timing="features")
 
     t = time.perf_counter()
     tracks, meta = _assemble(video, wd, info, dec, size, s0, e0, audio_features, model_name, sha)
+    meta["av_offset"] = sync
+    meta["settings"]["av_offset"] = offset_setting
     if ran or not (wd / C.PREVIEW).exists() or not (wd / C.TRACKS).exists():
         C.save_tensors(wd / C.TRACKS, tracks, metadata={"gstalker": json.dumps({"format_version": C.FORMAT_VERSION})})
         K = np.array([[meta["intrinsics"]["fx"], 0, meta["intrinsics"]["cx"]],
