@@ -52,7 +52,7 @@ def _measure(args, videos) -> int:
     import torch
 
     from gstalker.audio import load_audio
-    from gstalker.data import PreprocessedVideo
+    from gstalker.data import SAMPLES_PER_FRAME, PreprocessedVideo
     from gstalker.evaluate import _open_landmarks
     from gstalker.metrics import av_sync, correlation, mouth_opening_ratio
     from gstalker.preprocess import preprocess
@@ -73,7 +73,7 @@ def _measure(args, videos) -> int:
         n = min(pv.num_frames, args.max_frames)
         real = mouth_opening_ratio(pv.tracks["landmarks"][:n].double().numpy())
         real[~pv.frame_ok[:n].numpy()] = np.nan
-        wave = load_audio(wd / pv.meta["files"]["audio"])[:n * 640]
+        wave = load_audio(wd / pv.meta["files"]["audio"])[:n * SAMPLES_PER_FRAME]
         rendered = np.full(n, np.nan)
         frames = talker.frames(wave)
         with torch.no_grad():

@@ -118,6 +118,18 @@ def correlation(x, y, min_points: int = 3) -> float | None:
     return float((x * y).sum() / den)
 
 
+def lagged_correlation(x, y, lag: int, min_points: int = 3) -> float | None:
+    """`correlation` of x[t] with y[t + lag] over the frames where both exist (x, y: [T]); None
+    when undefined or |lag| >= T. Positive lag: y is matched with x's earlier frames."""
+    x, y = np.asarray(x).reshape(-1), np.asarray(y).reshape(-1)
+    n = len(x)
+    if abs(lag) >= n:  # no pairs at this lag (and a negative slice end would wrap around)
+        return None
+    if lag >= 0:
+        return correlation(x[:n - lag], y[lag:], min_points)
+    return correlation(x[-lag:], y[:n + lag], min_points)
+
+
 def av_sync(loudness, opening, max_lag: int = 3, min_frames: int = MIN_FRAMES,
             floor_below_median_db: float = SYNC_FLOOR_DB) -> tuple[float | None, int | None]:
     """(corr, lag): the highest Pearson correlation between the loudness and the mouth opening over
@@ -136,16 +148,9 @@ def av_sync(loudness, opening, max_lag: int = 3, min_frames: int = MIN_FRAMES,
     b = np.asarray(opening, dtype=np.float64).reshape(-1)
     if len(a) != len(b):
         raise ValueError(f"loudness and opening differ in length: {len(a)} and {len(b)}")
-    n = len(a)
     best: tuple[float | None, int | None] = (None, None)
     for lag in sorted(range(-max_lag, max_lag + 1), key=lambda v: (abs(v), v)):
-        if abs(lag) >= n:  # no pairs at this lag (and a negative slice end would wrap around)
-            continue
-        if lag >= 0:
-            x, y = a[:n - lag], b[lag:]
-        else:
-            x, y = a[-lag:], b[:n + lag]
-        r = correlation(x, y, min_frames)
+        r = lagged_correlation(a, b, lag, min_frames)
         if r is not None and (best[0] is None or r > best[0] + 1e-12):
             best = (r, lag)
     return best

@@ -61,10 +61,8 @@ class RunningSpeechMean:
     frames (None: no prior, the plain mean; a zero vector before any speech)."""
 
     def __init__(self, dim: int, prior: np.ndarray | None = None, prior_frames: int = SPEECH_MEAN_PRIOR):
-        self.prior = None if prior is None else np.asarray(prior, dtype=np.float64).reshape(dim)
-        self.prior_frames = prior_frames if prior is not None else 0
-        self.total = np.zeros(dim) if prior is None else self.prior * self.prior_frames
-        self.count = self.prior_frames
+        self.count = prior_frames if prior is not None else 0
+        self.total = np.zeros(dim) if prior is None else np.asarray(prior, dtype=np.float64).reshape(dim) * self.count
 
     def add(self, frame: np.ndarray, speech: bool) -> None:
         if speech:

@@ -27,7 +27,7 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 from ..progress import Progress
 from . import cache as C
 from .crop import find_crop
-from ..data import FPS, SAMPLE_RATE, check_frame_size
+from ..data import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, check_frame_size
 from ..errors import PreprocessError, PreprocessWarning
 from .video import MIN_SECONDS, iter_frames, probe
 
@@ -237,23 +237,23 @@ def _stage_mouth(video, info, wd, dec, size, start, end, prog):
     C.save_tensors(wd / C.CACHE / "mouth.safetensors", {"mouth_boxes": boxes})
 
 
-def _stage_sync(wd, n, av_offset, prog):
-    """The sound's offset behind the picture (`preprocess.sync`; `av_offset` seconds when the user
-    gave it, else measured), and the audio moved by it: audio.wav and cache/sync.json."""
+def _stage_sync(wd, n, offset_frames, prog):
+    """The sound's offset behind the picture (`preprocess.sync`; `offset_frames` when the user
+    gave it, None: measured), and the audio moved by it: audio.wav and cache/sync.json."""
     from ..audio import load_audio, save_wav
     from ..metrics import loudness_db, mouth_opening_ratio
     from .sync import AvOffset, estimate_av_offset, shift_audio
 
     task = prog.task("audio-video sync", 1)
     wave = load_audio(wd / C.CACHE / C.RECORDED_AUDIO, SAMPLE_RATE)
-    if av_offset is None:
+    if offset_frames is None:
         lmd = C.load_tensors(wd / C.CACHE / "landmarks.safetensors")
         opening = mouth_opening_ratio(lmd["landmarks3d"][..., :2])
         opening[lmd["found"] == 0] = np.nan
         sync = estimate_av_offset(loudness_db(wave, n), opening)
     else:
-        sync = AvOffset(int(round(av_offset * FPS)), None, None, None, None, "given")
-    save_wav(wd / C.AUDIO, shift_audio(wave, sync.offset_frames, SAMPLE_RATE // FPS), SAMPLE_RATE)
+        sync = AvOffset(offset_frames, None, None, None, None, "given")
+    save_wav(wd / C.AUDIO, shift_audio(wave, sync.offset_frames, SAMPLES_PER_FRAME), SAMPLE_RATE)
     C.write_json(wd / C.CACHE / "sync.json", sync.to_dict())
     task.done()
 
@@ -406,7 +406,8 @@ def _run_stages(video, info, wd: Path, size: int, s0: float, e0: float, audio_fe
         lambda: _stage_masks(wd, n, prog))
     run("mouth", C.fingerprint(fp_lm, STAGE_VERSIONS["mouth"]), (wd / C.MOUTH, wd / C.CACHE / "mouth.safetensors"),
         lambda: _stage_mouth(video, info, wd, dec, size, s0, e0, prog))
-    run("sync", fp_sync, (wd / C.AUDIO, wd / C.CACHE / "sync.json"), lambda: _stage_sync(wd, n, av_offset, prog))
+    run("sync", fp_sync, (wd / C.AUDIO, wd / C.CACHE / "sync.json"),
+        lambda: _stage_sync(wd, n, None if av_offset is None else offset_setting, prog))
     sync = json.loads((wd / C.CACHE / "sync.json").read_text())
     if sync["source"] == "auto" and sync["offset_frames"] and "sync" in ran:
         how = "behind" if sync["offset_frames"] > 0 else "ahead of"

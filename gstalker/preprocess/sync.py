@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..data import FPS
+from ..metrics import SYNC_FLOOR_DB, lagged_correlation
 
 MAX_LAG = 8  # frames each way (320 ms): further is a different video, not an offset
 SEGMENT = 10 * FPS  # frames per stretch in the agreement check
@@ -64,16 +65,10 @@ def _rate(x: np.ndarray) -> np.ndarray:
 
 def lag_profile(loudness_rate: np.ndarray, opening_rate: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
     """[2 max_lag + 1]: the correlation of the loudness change of frame t with the mouth change
-    of frame t + lag, for lag = -max_lag .. max_lag (negative lag: the mouth moves first)."""
-    n = len(loudness_rate)
-    out = np.zeros(2 * max_lag + 1)
-    for i, lag in enumerate(range(-max_lag, max_lag + 1)):
-        a = loudness_rate[max(0, -lag):n - max(0, lag)]
-        b = opening_rate[max(0, lag):n - max(0, -lag)]
-        a, b = a - a.mean(), b - b.mean()
-        den = np.sqrt((a * a).sum() * (b * b).sum())
-        out[i] = (a * b).sum() / den if den > 1e-12 else 0.0
-    return out
+    of frame t + lag, for lag = -max_lag .. max_lag (negative lag: the mouth moves first); 0
+    where undefined."""
+    return np.array([lagged_correlation(loudness_rate, opening_rate, lag) or 0.0
+                     for lag in range(-max_lag, max_lag + 1)])
 
 
 def estimate_av_offset(loudness_db: np.ndarray, opening: np.ndarray) -> AvOffset:
@@ -81,7 +76,7 @@ def estimate_av_offset(loudness_db: np.ndarray, opening: np.ndarray) -> AvOffset
     [n] (NaN where no face): an `AvOffset` whose offset_frames is the measured lag when the
     clip is long enough and its stretches agree, else 0."""
     loud = np.asarray(loudness_db, dtype=np.float64)
-    loud = np.maximum(loud, np.median(loud) - 30.0)  # how silent a pause is says nothing of the mouth
+    loud = np.maximum(loud, np.median(loud) - SYNC_FLOOR_DB)  # how silent a pause is says nothing of the mouth
     n = len(loud)
     if n < MIN_FRAMES or np.isfinite(opening).sum() < MIN_FRAMES:
         return AvOffset(0, None, None, None, None, "auto-rejected")
