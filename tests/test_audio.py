@@ -51,6 +51,32 @@ def test_load_audio_trim_and_errors(tmp_path):
         load_audio(bad)
 
 
+def test_own_wav_reads_as_ffmpeg_does_without_pyav(tmp_path, monkeypatch):
+    """A work folder's audio.wav (16-bit mono at 16 kHz) is read with the standard library, so
+    training runs where PyAV is missing (the GPU machine), and gives FFmpeg's samples exactly."""
+    import builtins
+
+    from gstalker.audio import io
+
+    rng = np.random.default_rng(0)
+    p = tmp_path / "audio.wav"
+    io.save_wav(p, 0.3 * rng.standard_normal(SAMPLE_RATE), SAMPLE_RATE)
+    monkeypatch.setattr(io, "_read_pcm_wav", lambda path, rate: None)
+    through_ffmpeg = load_audio(p, start=0.25, end=0.75)
+    monkeypatch.undo()
+    real_import = builtins.__import__
+
+    def no_av(name, *a, **kw):
+        if name == "av" or name.startswith("av."):
+            raise ImportError("no PyAV here")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_av)
+    own = load_audio(p, start=0.25, end=0.75)
+    assert np.abs(through_ffmpeg).max() > 0.3
+    np.testing.assert_array_equal(own, through_ffmpeg)
+
+
 def test_mel_windows_shape_and_centring():
     n_frames = 50  # 2 s at 25 fps
     w = np.zeros(2 * SAMPLE_RATE, np.float32)

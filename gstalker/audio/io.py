@@ -32,11 +32,13 @@ def load_audio(
         raise AudioError(f"{path}: is a directory, not an audio or video file")
     if not path.exists():
         raise AudioError(f"{path}: no such file")
-    # keep the channels through the resampler and average them here: FFmpeg's own downmix
-    # weights each channel by -3 dB, which makes identical stereo channels 1.41x louder
-    chunks, _, first_time = _decode_first_audio(
-        path, lambda av, stream: av.AudioResampler(format="fltp", rate=sample_rate), keep=lambda planes: planes.mean(0))
-    wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    wave, first_time = _read_pcm_wav(path, sample_rate), 0.0
+    if wave is None:
+        # keep the channels through the resampler and average them here: FFmpeg's own downmix
+        # weights each channel by -3 dB, which makes identical stereo channels 1.41x louder
+        chunks, _, first_time = _decode_first_audio(
+            path, lambda av, stream: av.AudioResampler(format="fltp", rate=sample_rate), keep=lambda planes: planes.mean(0))
+        wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if origin is not None and first_time is not None:
         shift = int(round((first_time - origin) * sample_rate))
         if shift > 0:
@@ -78,6 +80,24 @@ def save_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int = SAMPL
         w.setframerate(sample_rate)
         w.writeframes(pcm.tobytes())
     os.replace(tmp, path)
+
+
+def _read_pcm_wav(path: Path, sample_rate: int) -> Optional[np.ndarray]:
+    """A 16-bit mono WAV file already at `sample_rate` (what `save_wav` writes: a work folder's
+    audio.wav) as float32, the samples FFmpeg would decode (s16 / 32768), read without PyAV so
+    that training runs where PyAV is missing; None for any other file."""
+    import wave as wavemod
+
+    if path.suffix.lower() != ".wav":
+        return None
+    try:
+        with wavemod.open(str(path), "rb") as w:
+            if (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getcomptype()) != (1, 2, sample_rate, "NONE"):
+                return None
+            data = w.readframes(w.getnframes())
+    except (wavemod.Error, EOFError):
+        return None  # FFmpeg may still read it (WAVE_FORMAT_EXTENSIBLE, float, ...)
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
 
 
 def _decode_first_audio(path: Path, resampler_for, keep=lambda planes: planes):
