@@ -1,0 +1,142 @@
+"""`fit`'s training on a preprocessed folder within a time budget: the GPU row of the preset
+tables (the GPU machine has no MediaPipe or PyAV, so preprocessing happens here and the folder
+travels, benchmarks/pack_workdir.py).
+
+    python benchmarks/gpu_fit.py clip.gstalker --preset fast --seconds 240 --out model.safetensors
+    python benchmarks/gpu_fit.py clip.gstalker --preset smoke --iters 20 --out m.safetensors  # CPU check
+
+Without --iters the preset's schedule is scaled (`fit --iters`, both stages in the preset's ratio)
+to what the measured step rate allows in what is left of --seconds (counted from the start,
+loading the frames included), capped at the whole schedule: 10 warm-up and
+20 timed steps of each stage (densification off) give the rates, and 60% of the budget is planned
+for (densification grows the Gaussians, the held-out render and the file come after). A run that
+still reaches --seconds stops there, and the file says where (`summary["stopped_at"]`).
+Then the same as `fit` after preprocessing: held-out PSNR, the model file, previews and the loss
+curve in the folder. Prints one Markdown table row per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def step_ms(data, settings, feature_meta, steps: int = 20) -> tuple[float, float]:
+    """ms per Trainer.step of the static and the deformation stage (densification off)."""
+    import torch
+
+    from gstalker.train import FitSettings, Trainer
+
+    s = FitSettings(**{**settings.__dict__, "schedule": dict(settings.schedule), "static_iters": 10 ** 6,
+                       "deform_iters": 10 ** 6})
+    s.schedule.update(densify_every=0, preview_every=0, opacity_reset_every=0)
+    s.schedule.pop("mouth_shape_pretrain", None)
+    sync = torch.cuda.synchronize if data.K.device.type == "cuda" else (lambda: None)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Trainer(data, s, feature_meta, tmp)
+        for first in (0, s.static_iters):
+            t.step_count = first
+            for _ in range(10):
+                t.step()
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                t.step()
+            sync()
+            out.append((time.perf_counter() - t0) / steps * 1000)
+    return out[0], out[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("workdir", type=Path)
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--seconds", type=float, default=240.0, help="training budget (the planned schedule uses 60%%)")
+    ap.add_argument("--iters", type=int, help="both stages' iterations (default: what --seconds allows)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from gstalker.api import resolve_device
+    from gstalker.data import PreprocessedVideo
+    from gstalker.metrics import mean_frame_psnr
+    from gstalker.train import PRESETS, FitSettings, Trainer, TrainData, run_training
+
+    t_start = time.monotonic()
+    dev = resolve_device(a.device)
+    pv = PreprocessedVideo(a.workdir, "all")
+    data = TrainData(pv, dev)
+    feature_meta = pv.meta["audio_features"]
+    full = PRESETS[a.preset]["static_iters"] + PRESETS[a.preset]["deform_iters"]
+    iters = a.iters
+    rates = None
+    if iters is None:
+        probe = FitSettings.from_preset(a.preset, seed=a.seed, lpips="off")
+        rates = step_ms(data, probe, feature_meta)
+        frac_static = PRESETS[a.preset]["static_iters"] / full
+        per_iter = frac_static * rates[0] + (1 - frac_static) * rates[1]
+        left = a.seconds - (time.monotonic() - t_start)
+        iters = max(2, min(full, int(0.6 * left * 1000 / per_iter)))
+    settings = FitSettings.from_preset(a.preset, iters=None if iters == full else iters, seed=a.seed)
+    print(f"{a.preset} preset, {iters:,} of {full:,} iterations ({settings.static_iters:,} static + "
+          f"{settings.deform_iters:,} deformation) on {dev}"
+          + (f"; measured {rates[0]:.1f} / {rates[1]:.1f} ms per static / deformation step" if rates else ""),
+          flush=True)
+
+    trainer = Trainer(data, settings, feature_meta, a.workdir)
+
+    def deadline(signum, frame):
+        raise KeyboardInterrupt
+
+    budget_left = a.seconds - (time.monotonic() - t_start)
+    signal.signal(signal.SIGALRM, deadline)
+    signal.alarm(max(1, int(budget_left)))
+    stopped_at = None
+    t0 = time.monotonic()
+    try:
+        stats = run_training(trainer, progress=False)
+    except KeyboardInterrupt:
+        stopped_at = trainer.step_count
+        stats = {"train_seconds": time.monotonic() - t0, "stages": {}}
+    finally:
+        signal.alarm(0)
+    heldout = trainer.evaluate()
+    g = trainer.model.gaussians
+    summary = {
+        "preset": settings.preset,
+        "iterations": trainer.step_count,
+        "planned_iterations": iters,
+        "stopped_at": stopped_at,
+        "train_seconds": round(stats["train_seconds"], 1),
+        "stages": stats["stages"],
+        "total_seconds": round(time.monotonic() - t_start, 1),
+        "heldout_psnr": round(heldout["psnr"], 3),
+        "heldout_frames": heldout["frames"],
+        "baseline_psnr": round(mean_frame_psnr(lambda i: data.frame(i)[0], data.train_ids, data.val_ids), 3),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "gaussians": {"head": len(g.head), "torso": len(g.torso)},
+        "lpips": trainer.lpips.net is not None,
+    }
+    trainer.model.save(a.out, summary)
+    print(json.dumps(summary, indent=1))
+    print("\n| preset | iterations | train s | it/s | Gaussians | held-out PSNR | mean-frame PSNR |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {settings.preset} | {trainer.step_count:,} of {full:,} | {stats['train_seconds']:.0f} | "
+          f"{trainer.step_count / max(stats['train_seconds'], 1e-9):.1f} | {len(g.head) + len(g.torso):,} | "
+          f"{heldout['psnr']:.2f} | {summary['baseline_psnr']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
