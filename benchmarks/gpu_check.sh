@@ -142,7 +142,7 @@ stage "stage timings, A/B of sorts and blend shapes, hash grid, render fps" 110 
 for f in stages ab hashgrid fps; do
   [ -f /tmp/stages/$f.md ] && { cat /tmp/stages/$f.md; printf '\n'; } >> "$out/stages.md"
 done
-tail -40 /tmp/stages/log.txt >> "$out/stages.md"
+grep -E "FAIL|Error" /tmp/stages/log.txt | tail -20 >> "$out/stages.md"
 
 stage "kernel resources (sm_$sm, loaded)" 60 "$out/resources.md" \
   python3 benchmarks/kernel_resources.py --sm "$sm" --loaded --check
