@@ -7,10 +7,11 @@ rendered mouth with the speech's loudness, which even real recordings barely fol
     python benchmarks/other_speakers.py MODEL [VIDEO ...] [--cache DIR] [--max-frames 500]
 
 VIDEO defaults to the five talking-head clips of ../shared/media other than interview_97s.mp4.
-Each is preprocessed once at 128 px into --cache (its audio as recorded, `--av-offset 0`); the
-model speaks its audio with the training poses played back (`Talker.frames`, as `speak`); both
-mouths are measured as `gstalker eval` does (inner-lip gap over the eye distance, MediaPipe on
-the frames). Prints a Markdown table: per clip the correlation at lag 0 and the best one over
+Each is preprocessed once into --cache by `gstalker.evaluate.speaker_mouth` (what `eval --audio
+VIDEO` uses: 128 px, its audio as recorded); the model speaks its audio with the training poses
+played back (`Talker.frames`, as `speak`); both mouths are measured as `gstalker eval` does
+(inner-lip gap over the eye distance, MediaPipe on the frames). `eval --audio VIDEO` gives the same
+figures for one clip (speaker_corr, speaker_sync, speaker_lag) beside the rest of its report. Prints a Markdown table: per clip the correlation at lag 0 and the best one over
 lags -3..3 (positive lag: the rendered mouth moves after the real one), and the two mouths'
 motion (standard deviation of the opening).
 """
@@ -45,49 +46,26 @@ def main(argv=None) -> int:
 
 
 def _measure(args, videos) -> int:
-    import warnings
-
     import gstalker
     import numpy as np
-    import torch
 
-    from gstalker.audio import load_audio
-    from gstalker.data import SAMPLES_PER_FRAME, PreprocessedVideo
-    from gstalker.evaluate import _open_landmarks
-    from gstalker.metrics import av_sync, correlation, mouth_opening_ratio
-    from gstalker.preprocess import preprocess
+    from gstalker.data import SAMPLES_PER_FRAME
+    from gstalker.evaluate import _render_speech, speaker_mouth
+    from gstalker.metrics import av_sync, correlation
 
     talker = gstalker.load(args.model, device="cpu")
-    trackers, reason = _open_landmarks(1)
-    if trackers is None:
-        print(f"other_speakers: {reason}")
-        return 1
-    track = trackers[0]
     rows = []
     for video in videos:
-        wd = args.cache / video.stem
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            preprocess(video, wd, size=128, av_offset=0.0, progress=False)
-        pv = PreprocessedVideo(wd, "all", skip_flagged=False)
-        n = min(pv.num_frames, args.max_frames)
-        real = mouth_opening_ratio(pv.tracks["landmarks"][:n].double().numpy())
-        real[~pv.frame_ok[:n].numpy()] = np.nan
-        wave = load_audio(wd / pv.meta["files"]["audio"])[:n * SAMPLES_PER_FRAME]
-        rendered = np.full(n, np.nan)
-        frames = talker.frames(wave)
-        with torch.no_grad():
-            for k in range(n):
-                u8 = next(frames, None)
-                if u8 is None:
-                    break
-                lm = track(torch.from_numpy(u8).float() / 255)
-                if lm is not None:
-                    rendered[k] = mouth_opening_ratio(lm[None])[0]
+        wave, real = speaker_mouth(video, progress=False, workdir=args.cache / video.stem)
+        n = min(len(real), args.max_frames)
+        real, wave = real[:n], wave[:n * SAMPLES_PER_FRAME]
+        rendered, _, _, error = _render_speech(talker, wave, n, None, progress=False)
+        if error:
+            print(f"other_speakers: {error}")
+            return 1
         r0 = correlation(real, rendered)
         best, lag = av_sync(real, rendered, floor_below_median_db=None)
         rows.append((video.name, n, r0, best, lag, np.nanstd(rendered), np.nanstd(real)))
-    track.close()
     print(f"{args.model.name}: rendered mouth against other people's real mouths, driven by their audio")
     print("| clip | frames | r at lag 0 | best r (lag) | rendered motion | real motion |")
     print("|---|---|---|---|---|---|")

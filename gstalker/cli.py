@@ -241,7 +241,7 @@ def eval_(
     model: str = typer.Argument(..., help="A model file written by `gstalker fit`."),
     workdir: str = typer.Option(..., "--workdir", "-w", help="The preprocessing workdir the model was fitted from."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="The JSON report (default: MODEL with .eval.json, or .cross.eval.json with --audio, beside it). The mouth figure goes beside it as REPORT_STEM.mouth.png."),
-    audio: Optional[str] = typer.Option(None, "--audio", help="Cross-driven: make the model say this speech (any audio file) and score its lip sync against the speech's loudness, beside the training video's own figures."),
+    audio: Optional[str] = typer.Option(None, "--audio", help="Cross-driven: make the model say this speech (any audio file) and score its lip sync against the speech's loudness, beside the training video's own figures; a video of someone talking also scores the rendered mouth against theirs (speaker_corr)."),
     video: Optional[str] = typer.Option(None, "--video", help="Also write this mp4: real | rendered | difference (x4) side by side with the tail's audio, or with --audio the rendered frames with the speech."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Score only the first N held-out frames, or N frames of the speech (default: all)."),
@@ -249,7 +249,7 @@ def eval_(
     """Score MODEL. Self-driven (default): on its video's held-out tail, PSNR, SSIM, LPIPS, LMD,
     lip-motion correlation, render speed and lip sync (av_sync, av_lag, mouth_motion,
     silence_motion) beside baselines. Cross-driven (--audio): lip sync with that speech beside the
-    training video's own. Prints a table, writes JSON and a mouth-opening plot (PNG)."""
+    training video's own (and against the speaker's own mouth when the speech is a video). Prints a table, writes JSON and a mouth-opening plot (PNG)."""
     from .evaluate import evaluate, format_table, mouth_plot_path
 
     if out is None:

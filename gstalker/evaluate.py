@@ -50,8 +50,17 @@ its tracked mouth (preprocessing's landmarks, training split, flagged frames lef
 its own audio, the figure a real recording reaches with this measure. The report names the
 speech file and its sha256.
 
+When the speech is a video of someone talking (any file with a video stream), its speaker is
+preprocessed (`SPEAKER_SIZE` px, audio as recorded) and the model is driven by that audio, aligned
+to its frames; then the rendered mouth opening is also compared with how the speaker's own mouth
+opened to the same sound, a reference loudness cannot give (real recordings' mouths follow their
+own loudness at -0.24..0.42 in ../shared/media): `speaker_corr`, the Pearson correlation at lag
+0; `speaker_sync` and `speaker_lag`, the best one over lags -3..3 and its lag (positive: the
+rendered mouth moves after the speaker's). No baseline (a copy of the speaker's mouth would
+score 1). With a sound file these rows are null.
+
 Both modes can write `mouth.png` (`plot_mouth`): the mouth opening over time, rendered against
-real (self) or against the speech's loudness (cross).
+real (self) or against the speech's loudness (cross; and the speaker's mouth, from a video).
 """
 from __future__ import annotations
 
@@ -92,8 +101,16 @@ METRICS = (
 )
 # the lip-sync rows (gstalker.metrics), in both modes
 SYNC_METRICS = METRICS[-4:]
+# cross-driven by a video of someone talking: the rendered mouth against that speaker's own
+SPEAKER_METRICS = (
+    ("speaker_corr", "", "higher"),
+    ("speaker_sync", "", "higher"),
+    ("speaker_lag", "frames", "near 0"),
+)
 # cross-driven: no ground-truth frames, so only what needs none
-CROSS_METRICS = SYNC_METRICS + (("render_fps", "frames/s", "higher"),)
+CROSS_METRICS = SYNC_METRICS + SPEAKER_METRICS + (("render_fps", "frames/s", "higher"),)
+# a speech video's speaker is tracked at this size (preprocessing's landmarks, as for training)
+SPEAKER_SIZE = 128
 
 # a correlation over fewer frames (0.4 s, a syllable or two) says nothing about lip sync
 LIP_CORR_MIN_FRAMES = 10
@@ -509,10 +526,13 @@ def _metric_rows(table, values, baselines, notes, frames) -> list:
 
 def _evaluate_cross(talker, pv, dev, audio: Path, video, max_frames, progress) -> tuple[dict, dict]:
     """Render `audio` the way `speak` does (Talker.frames: its codes, training poses played back)
-    and measure the rendered mouth against the speech's loudness."""
+    and measure the rendered mouth against the speech's loudness, and against the speaker's own
+    mouth when `audio` is a video of them."""
     from .encode import Mp4Writer
 
-    wave = talker.audio(audio)  # one-line GstalkerError: missing, not audio, under a frame
+    speaker = speaker_mouth(audio, progress)
+    # one-line GstalkerError: missing, not audio, under a frame
+    wave = talker.audio(audio) if speaker is None else speaker[0]
     if float(np.abs(wave).max()) < SILENT_PEAK:
         raise GstalkerError(f"{audio}: the audio is silent (peak under {20 * math.log10(SILENT_PEAK):.0f} dBFS); "
                             "give a speech recording")
@@ -534,6 +554,8 @@ def _evaluate_cross(talker, pv, dev, audio: Path, video, max_frames, progress) -
     values, baselines, notes, frames = {}, {}, {}, {}
     _sync_rows(values, baselines, notes, frames, loud, opening, train_open, error or base_error,
                what="training video", base_loud=train_loud)
+    real = None if speaker is None else _pad(speaker[1], n)
+    _speaker_rows(values, baselines, notes, frames, real, opening, audio)
     values["render_fps"] = timed / max(render_time, 1e-9) if timed else None
     baselines["render_fps"], frames["render_fps"] = None, timed
     val_start = pv.val_start
@@ -547,9 +569,75 @@ def _evaluate_cross(talker, pv, dev, audio: Path, video, max_frames, progress) -
                     "what a real recording reaches with these measures",
         "metrics": _metric_rows(CROSS_METRICS, values, baselines, notes, frames),
     }
-    series = {"mode": "cross", "first": 0, "loudness": loud, "rendered": opening, "real": None,
+    series = {"mode": "cross", "first": 0, "loudness": loud, "rendered": opening, "real": real,
               "av_sync": (values["av_sync"], values["av_lag"]), "real_sync": (baselines["av_sync"], baselines["av_lag"])}
     return report, series
+
+
+def _has_video(path: Path) -> bool:
+    """Whether `path` holds a video stream (a recording of the speaker, not just their voice)."""
+    import av
+    from av.stream import Disposition
+
+    try:
+        with av.open(str(path)) as f:  # an mp3's cover art is a video stream of one picture
+            return any(not (s.disposition & Disposition.attached_pic) for s in f.streams.video)
+    except (av.error.FFmpegError, OSError):
+        return False  # talker.audio says what is wrong with it
+
+
+def speaker_mouth(speech: str | os.PathLike, progress=None, workdir: str | os.PathLike | None = None):
+    """When `speech` is a video of someone talking: (its 16 kHz audio, aligned to its frames; the
+    speaker's mouth opening per frame at 25 fps [M], NaN where preprocessing flagged the frame),
+    from `preprocess` at SPEAKER_SIZE px with the audio as recorded, in `workdir` (kept: a second
+    call reuses it) or a temporary folder. None for a sound file. A video with no face raises
+    preprocessing's one-line error."""
+    import tempfile
+    import warnings
+
+    from .audio import load_audio
+    from .data import PreprocessedVideo
+    from .preprocess import preprocess
+
+    speech = Path(speech)
+    if not speech.is_file() or not _has_video(speech):
+        return None
+    with tempfile.TemporaryDirectory(prefix="gstalker-speaker-") as tmp:
+        wd = Path(workdir) if workdir is not None else Path(tmp) / "speaker"
+        with warnings.catch_warnings():  # a short clip: preprocessing's advice is for training videos
+            warnings.simplefilter("ignore")
+            preprocess(speech, wd, size=SPEAKER_SIZE, av_offset=0.0, progress=progress)
+        pv = PreprocessedVideo(wd, "all", skip_flagged=False)
+        lm = pv.tracks["landmarks"].double().numpy().copy()
+        lm[~pv.frame_ok.numpy()] = np.nan
+        return load_audio(wd / pv.meta["files"]["audio"]), mouth_opening_ratio(lm)
+
+
+def _pad(series: np.ndarray, n: int) -> np.ndarray:
+    """series[:n], NaN-padded to n."""
+    out = np.full(n, np.nan)
+    out[:min(n, len(series))] = series[:n]
+    return out
+
+
+def _speaker_rows(values, baselines, notes, frames, real, opening, speech: Path) -> None:
+    """speaker_corr / speaker_sync / speaker_lag: the rendered opening [T] against the speaker's
+    own `real` [T] (None: the speech has no video; all null)."""
+    names = [name for name, _, _ in SPEAKER_METRICS]
+    for name in names:
+        baselines[name] = None
+    if real is None:
+        for name in names:
+            values[name], frames[name] = None, 0
+            notes[name] = "the speech is a sound file; give a video of someone talking to compare with their mouth"
+        return
+    both = int((np.isfinite(real) & np.isfinite(opening)).sum())
+    values["speaker_corr"] = correlation(real, opening) if both >= MIN_FRAMES else None
+    values["speaker_sync"], values["speaker_lag"] = av_sync(real, opening, floor_below_median_db=None)
+    note = f"against the mouth of the speaker in {speech.name} (tracked), {both} frames with both faces"
+    for name in names:
+        frames[name] = both
+        notes[name] = note if values[name] is not None else f"undefined: {both} frames with both faces, or a still mouth"
 
 
 def _render_speech(talker, wave, n: int, writer, progress):
@@ -617,7 +705,8 @@ def plot_mouth(series: dict, path: str | os.PathLike) -> Path:
     t = (series["first"] + np.arange(len(op))) / FPS
     ax.plot(t, op, color="tab:red", lw=1.4, label="rendered")
     if series["real"] is not None:
-        ax.plot(t, series["real"], color="black", lw=1.4, label="real")
+        ax.plot(t, series["real"], color="black", lw=1.4,
+                label="real" if series["mode"] == "self" else "the speaker's own mouth (video)")
     ax.set_xlabel("time (s)" + (" in the training video" if series["mode"] == "self" else " in the speech"))
     ax.set_ylabel("mouth opening (lip gap / eye corners)")
     loud = series["loudness"]
@@ -682,7 +771,7 @@ def format_table(report: dict) -> str:
             return f"{v:.2f}"
         if name == "render_fps":
             return f"{v:.1f}"
-        if name == "av_lag":
+        if name in ("av_lag", "speaker_lag"):
             return f"{v:+.0f}"
         return f"{v:.4f}" if name in ("ssim", "ssim_face", "lpips", "mouth_motion") else f"{v:.3f}"
 

@@ -4,6 +4,7 @@ fixture) beating the mean-frame baseline."""
 
 import json
 import math
+from pathlib import Path
 
 import av
 import numpy as np
@@ -389,7 +390,11 @@ def test_eval_cross_driven_report_plot_and_video(tiny, tmp_path):
     assert list(report) == CROSS_KEYS and report["mode"] == "cross" and report["schema"] == "gstalker.eval/1"
     assert report["audio"] == {"path": str(speech), "sha256": file_sha256(speech), "seconds": 1.2}
     assert [m["metric"] for m in report["metrics"]] == ["av_sync", "av_lag", "mouth_motion", "silence_motion",
+                                                        "speaker_corr", "speaker_sync", "speaker_lag",
                                                         "render_fps"], "no ground truth: no psnr and the rest"
+    for name in ("speaker_corr", "speaker_sync", "speaker_lag"):  # a sound file: no speaker to compare with
+        m = metric(report, name)
+        assert m["value"] is None and m["frames"] == 0 and "sound file" in m["note"], m
     assert all(list(m) == METRIC_KEYS for m in report["metrics"]) and report["frames"] == 30
     assert metric(report, "render_fps")["value"] > 0
     for name in ("av_sync", "mouth_motion"):  # no face in a synthetic disc: null, with the reason
@@ -411,6 +416,22 @@ def test_eval_cross_driven_report_plot_and_video(tiny, tmp_path):
     default = tiny["model"].with_suffix(".cross.eval.json")
     assert json.loads(default.read_text())["frames"] == 12
     assert tiny["model"].with_name(tiny["model"].stem + ".cross.eval.mouth.png").is_file()
+
+
+def test_speaker_rows_find_the_lag_between_the_rendered_and_the_speakers_mouth():
+    """speaker_corr at lag 0, speaker_sync / speaker_lag over -3..3: the rendered mouth moving two
+    frames after the speaker's is found at lag +2 (positive: rendered after), with r near 1 there
+    and far lower at lag 0."""
+    rng = np.random.default_rng(3)
+    speaker = np.convolve(rng.standard_normal(200), np.ones(4) / 4, mode="same")  # syllable-like wobble
+    speaker[[10, 50]] = np.nan  # frames with no face
+    rendered = np.concatenate([np.full(2, np.nan), speaker[:-2]]) + 0.01 * rng.standard_normal(200)
+    values, baselines, notes, frames = {}, {}, {}, {}
+    ev._speaker_rows(values, baselines, notes, frames, speaker, rendered, Path("them.mp4"))
+    assert values["speaker_lag"] == 2 and values["speaker_sync"] > 0.99
+    assert values["speaker_corr"] < 0.5
+    assert frames["speaker_corr"] == 194 and "them.mp4" in notes["speaker_sync"]
+    assert baselines == {"speaker_corr": None, "speaker_sync": None, "speaker_lag": None}
 
 
 def test_eval_cross_driven_short_speech_gives_null_metrics_with_a_note(tiny, tmp_path):
@@ -484,3 +505,25 @@ def test_eval_cross_driven_on_the_smoke_model(smoke_model, media_dir, tmp_path):
         a = c.streams.audio[0]
         assert sum(1 for _ in c.decode(video=0)) == 125
         assert float(a.duration * a.time_base) == pytest.approx(5.0, abs=0.07)
+
+
+def test_eval_cross_driven_by_a_video_scores_against_the_speakers_mouth(smoke_model, media_dir, tmp_path):
+    """A video of someone talking as the speech: the model says its audio (aligned to its frames)
+    and the rendered mouth is scored against that speaker's tracked mouth, which moves as a
+    talking person's does; the plot shows it."""
+    speech = media_dir / "retalking_face2.mp4"  # 5 s, 25 fps: a man talking
+    mouth = ev.speaker_mouth(speech, progress=False)
+    assert mouth is not None, "a video stream: a speaker to compare with"
+    wave, opening = mouth
+    assert len(opening) == 125 and abs(len(wave) - 125 * 640) <= 640, "one opening per frame, audio beside it"
+    assert np.isfinite(opening).sum() >= 120 and np.nanstd(opening) > 0.01, "a talking mouth, tracked"
+    assert ev.speaker_mouth(media_dir / "retalking_audio1.wav", progress=False) is None, "a sound file"
+    out = tmp_path / "cross.json"
+    report = ev.evaluate(smoke_model["model"], smoke_model["workdir"], out=out, audio=speech, device="cpu",
+                         progress=False)
+    print(ev.format_table(report))
+    corr, sync, lag = (ev.metric(report, n) for n in ("speaker_corr", "speaker_sync", "speaker_lag"))
+    assert report["frames"] == 125 and corr["frames"] >= 100, "both mouths found in most frames"
+    assert -1 <= corr["value"] <= 1 and corr["value"] <= sync["value"] <= 1 and -3 <= lag["value"] <= 3
+    assert "retalking_face2.mp4" in corr["note"] and corr["baseline"] is None
+    assert (tmp_path / "cross.mouth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
