@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import lzma
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -117,17 +118,22 @@ def unpack(src: Path, workdir: Path) -> None:
     for name in COPIED:
         shutil.copy2(src / name, workdir / name)
     (workdir / TRACKS).write_bytes(lzma.decompress((src / (TRACKS + ".xz")).read_bytes()))
-    for key, stream in (("frames", "frames.mkv"), ("masks", "masks.mkv")):
-        fmt = files[key]
-        (workdir / fmt).parent.mkdir(parents=True, exist_ok=True)
-        k = -1
-        for k, img in enumerate(_read_stream(src / stream)):
-            img = _unit_sum(img) if key == "masks" else img
-            t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
-            data = encode_png(t) if key == "masks" else encode_jpeg(t, quality=JPEG_QUALITY)
-            (workdir / fmt.format(k)).write_bytes(data.numpy().tobytes())
-        if k + 1 != meta["num_frames"]:
-            raise SystemExit(f"unpack: {stream} held {k + 1} frames, meta.json says {meta['num_frames']}")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(key, k, img):
+        img = _unit_sum(img) if key == "masks" else img
+        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+        data = encode_png(t) if key == "masks" else encode_jpeg(t, quality=JPEG_QUALITY)
+        (workdir / files[key].format(k)).write_bytes(data.numpy().tobytes())
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # encoders release the GIL
+        for key, stream in (("frames", "frames.mkv"), ("masks", "masks.mkv")):
+            (workdir / files[key]).parent.mkdir(parents=True, exist_ok=True)
+            jobs = [pool.submit(write, key, k, img) for k, img in enumerate(_read_stream(src / stream))]
+            for j in jobs:
+                j.result()
+            if len(jobs) != meta["num_frames"]:
+                raise SystemExit(f"unpack: {stream} held {len(jobs)} frames, meta.json says {meta['num_frames']}")
     print(f"unpacked {meta['num_frames']} frames into {workdir}")
 
 
