@@ -72,8 +72,7 @@ def main(argv=None) -> int:
 
     from gstalker.api import resolve_device
     from gstalker.data import PreprocessedVideo
-    from gstalker.metrics import mean_frame_psnr
-    from gstalker.train import PRESETS, FitSettings, Trainer, TrainData, run_training
+    from gstalker.train import PRESETS, FitSettings, Trainer, TrainData, run_training, training_summary
 
     t_start = time.monotonic()
     dev = resolve_device(a.device)
@@ -115,21 +114,10 @@ def main(argv=None) -> int:
         signal.alarm(0)
     heldout = trainer.evaluate()
     g = trainer.model.gaussians
-    summary = {
-        "preset": settings.preset,
-        "iterations": trainer.step_count,
-        "planned_iterations": iters,
-        "stopped_at": stopped_at,
-        "train_seconds": round(stats["train_seconds"], 1),
-        "stages": stats["stages"],
-        "total_seconds": round(time.monotonic() - t_start, 1),
-        "heldout_psnr": round(heldout["psnr"], 3),
-        "heldout_frames": heldout["frames"],
-        "baseline_psnr": round(mean_frame_psnr(lambda i: data.frame(i)[0], data.train_ids, data.val_ids), 3),
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "gaussians": {"head": len(g.head), "torso": len(g.torso)},
-        "lpips": trainer.lpips.net is not None,
-    }
+    summary = {**training_summary(trainer, stats, time.monotonic() - t_start, heldout),
+               "planned_iterations": iters, "stopped_at": stopped_at,
+               "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+               "lpips": trainer.lpips.net is not None}
     trainer.model.save(a.out, summary)
     print(json.dumps(summary, indent=1))
     print("\n| preset | iterations | train s | it/s | Gaussians | held-out PSNR | mean-frame PSNR |")

@@ -130,8 +130,7 @@ def _train(workdir: Path, settings, dev: torch.device, resume: bool, progress):
     """Train on the preprocessed `workdir`: (the model, the summary its file carries: held-out
     PSNR beside the mean-frame baseline, times, Gaussian counts)."""
     from .data import PreprocessedVideo
-    from .metrics import mean_frame_psnr
-    from .train import CHECKPOINT, Trainer, TrainData, run_training
+    from .train import CHECKPOINT, Trainer, TrainData, run_training, training_summary
 
     t0 = time.monotonic()
     try:
@@ -147,18 +146,7 @@ def _train(workdir: Path, settings, dev: torch.device, resume: bool, progress):
     except torch.OutOfMemoryError:
         raise GstalkerError(f"the GPU ran out of memory at {settings.size}x{settings.size}; try a smaller --size "
                             "(e.g. 384) or --preset smoke") from None
-    summary = {
-        "preset": settings.preset,
-        "iterations": trainer.step_count,
-        "train_seconds": round(stats["train_seconds"], 1),
-        "stages": stats["stages"],
-        "total_seconds": round(time.monotonic() - t0, 1),
-        "heldout_psnr": round(heldout["psnr"], 3),
-        "heldout_frames": heldout["frames"],
-        "baseline_psnr": round(mean_frame_psnr(lambda i: data.frame(i)[0], data.train_ids, data.val_ids), 3),
-        "device": str(dev),
-        "gaussians": {"head": len(trainer.model.gaussians.head), "torso": len(trainer.model.gaussians.torso)},
-    }
+    summary = training_summary(trainer, stats, time.monotonic() - t0, heldout)
     return trainer.model, summary
 
 from .speak import Talker, load  # noqa: E402,F401  (the API's other half; speak.py imports resolve_device lazily)

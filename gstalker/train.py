@@ -735,6 +735,27 @@ def plot_curve(history: list[list[float]], path: Path, stage_boundary: int | Non
     return path
 
 
+def training_summary(trainer: Trainer, stats: dict, total_seconds: float, heldout: dict) -> dict:
+    """What a model file carries about its fit: preset, iterations, `run_training`'s times,
+    held-out PSNR (`heldout`, from `Trainer.evaluate`) beside the mean-frame baseline, device,
+    Gaussian counts."""
+    from .metrics import mean_frame_psnr
+
+    data, g = trainer.data, trainer.model.gaussians
+    return {
+        "preset": trainer.settings.preset,
+        "iterations": trainer.step_count,
+        "train_seconds": round(stats["train_seconds"], 1),
+        "stages": stats["stages"],
+        "total_seconds": round(total_seconds, 1),
+        "heldout_psnr": round(heldout["psnr"], 3),
+        "heldout_frames": heldout["frames"],
+        "baseline_psnr": round(mean_frame_psnr(lambda i: data.frame(i)[0], data.train_ids, data.val_ids), 3),
+        "device": str(data.device),
+        "gaussians": {"head": len(g.head), "torso": len(g.torso)},
+    }
+
+
 def run_training(trainer: Trainer, progress: bool | None = None, checkpoint_every_s: float = 300.0,
                  on_preview=None) -> dict:
     """Run the remaining iterations of both stages with bars, previews and periodic checkpoints.
