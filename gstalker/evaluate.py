@@ -592,6 +592,7 @@ def speaker_mouth(speech: str | os.PathLike, progress=None, workdir: str | os.Pa
     from `preprocess` at SPEAKER_SIZE px with the audio as recorded, in `workdir` (kept: a second
     call reuses it) or a temporary folder. None for a sound file. A video with no face raises
     preprocessing's one-line error."""
+    import contextlib
     import tempfile
     import warnings
 
@@ -602,8 +603,10 @@ def speaker_mouth(speech: str | os.PathLike, progress=None, workdir: str | os.Pa
     speech = Path(speech)
     if not speech.is_file() or not _has_video(speech):
         return None
-    with tempfile.TemporaryDirectory(prefix="gstalker-speaker-") as tmp:
-        wd = Path(workdir) if workdir is not None else Path(tmp) / "speaker"
+    folder = (contextlib.nullcontext(workdir) if workdir is not None
+              else tempfile.TemporaryDirectory(prefix="gstalker-speaker-"))
+    with folder as where:
+        wd = Path(where) if workdir is not None else Path(where) / "speaker"
         with warnings.catch_warnings():  # a short clip: preprocessing's advice is for training videos
             warnings.simplefilter("ignore")
             preprocess(speech, wd, size=SPEAKER_SIZE, av_offset=0.0, progress=progress)
@@ -632,7 +635,7 @@ def _speaker_rows(values, baselines, notes, frames, real, opening, speech: Path)
             notes[name] = "the speech is a sound file; give a video of someone talking to compare with their mouth"
         return
     both = int((np.isfinite(real) & np.isfinite(opening)).sum())
-    values["speaker_corr"] = correlation(real, opening) if both >= MIN_FRAMES else None
+    values["speaker_corr"] = correlation(real, opening, min_points=MIN_FRAMES)
     values["speaker_sync"], values["speaker_lag"] = av_sync(real, opening, floor_below_median_db=None)
     note = f"against the mouth of the speaker in {speech.name} (tracked), {both} frames with both faces"
     for name in names:
