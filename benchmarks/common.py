@@ -69,3 +69,31 @@ def print_table(header: list[str], rows: list[list], title: str = "") -> None:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
         if k == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def timing_settings(settings):
+    """A copy of FitSettings for timing Trainer.step: both stages endless, no densification,
+    previews or opacity resets (the Gaussian count stays what it started at)."""
+    from dataclasses import replace
+
+    s = replace(settings, static_iters=10 ** 6, deform_iters=10 ** 6, schedule=dict(settings.schedule))
+    s.schedule.update(densify_every=0, preview_every=0, opacity_reset_every=0)
+    return s
+
+
+def stage_step_ms(trainer, steps: int, warmup: int = 10) -> tuple[float, float]:
+    """ms per `trainer.step()` in the static and in the deformation stage (the step count set to
+    each stage's start): `warmup` untimed steps (compilation, frames cached), then `steps` timed."""
+    sync = torch.cuda.synchronize if trainer.data.device.type == "cuda" else (lambda: None)
+    out = []
+    for first in (0, trainer.settings.static_iters):
+        trainer.step_count = first
+        for _ in range(warmup):
+            trainer.step()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.step()
+        sync()
+        out.append((time.perf_counter() - t0) / steps * 1000)
+    return out[0], out[1]

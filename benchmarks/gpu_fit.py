@@ -32,29 +32,12 @@ PLAN_SHARE = 0.8
 
 def step_ms(data, settings, feature_meta, steps: int = 20) -> tuple[float, float]:
     """ms per Trainer.step of the static and the deformation stage (densification off)."""
-    import torch
+    from common import stage_step_ms, timing_settings
 
-    from gstalker.train import FitSettings, Trainer
+    from gstalker.train import Trainer
 
-    s = FitSettings(**{**settings.__dict__, "schedule": dict(settings.schedule), "static_iters": 10 ** 6,
-                       "deform_iters": 10 ** 6})
-    s.schedule.update(densify_every=0, preview_every=0, opacity_reset_every=0)
-    s.schedule.pop("mouth_shape_pretrain", None)
-    sync = torch.cuda.synchronize if data.K.device.type == "cuda" else (lambda: None)
-    out = []
     with tempfile.TemporaryDirectory() as tmp:
-        t = Trainer(data, s, feature_meta, tmp)
-        for first in (0, s.static_iters):
-            t.step_count = first
-            for _ in range(10):
-                t.step()
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                t.step()
-            sync()
-            out.append((time.perf_counter() - t0) / steps * 1000)
-    return out[0], out[1]
+        return stage_step_ms(Trainer(data, timing_settings(settings), feature_meta, tmp), steps)
 
 
 def main(argv=None) -> int:

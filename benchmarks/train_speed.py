@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +33,8 @@ def main(argv=None) -> int:
 
     import gstalker  # noqa: F401
     import torch
+
+    from common import stage_step_ms, timing_settings
 
     from gstalker.api import resolve_device
     from gstalker.train import FitSettings, Trainer, TrainData
@@ -55,27 +56,15 @@ def main(argv=None) -> int:
         feature_meta = clip.feature_meta
         s.schedule.update(n_head=args.gaussians, n_torso=args.gaussians)
     data = TrainData(clip, dev)
-    s.static_iters, s.deform_iters = 10 ** 6, 10 ** 6
-    s.schedule.update(densify_every=0, preview_every=0, opacity_reset_every=0)
+    s = timing_settings(s)
     import tempfile
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Trainer(data, s, feature_meta, tmp)
         if args.workdir:
             t.load_checkpoint(Path(args.workdir) / CHECKPOINT)
-        for stage, first in (("static", 0), ("deformation", s.static_iters)):
-            t.step_count = first
-            for _ in range(min(10, args.steps)):  # warm-up: compilation, every frame cached
-                t.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                t.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            rows.append((stage, (time.perf_counter() - t0) / args.steps * 1000))
+        ms = stage_step_ms(t, args.steps, warmup=min(10, args.steps))
+    rows = list(zip(("static", "deformation"), ms))
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     g = t.model.gaussians
     print(f"Trainer.step on {name}, {data.width}x{data.height}, {len(g.head)} + {len(g.torso)} Gaussians, "
