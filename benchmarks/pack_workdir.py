@@ -62,20 +62,12 @@ def _read_stream(path: Path):
                 yield fr.to_ndarray(format="rgb24")
 
 
-def _unit_sum(m: np.ndarray) -> np.ndarray:
-    """Decoded masks [H, W, 3] uint8 with each pixel's channels summing to 255 again."""
-    m = m.astype(np.float32)
-    m *= 255 / np.maximum(m.sum(-1, keepdims=True), 1)
-    out = np.floor(m).astype(np.int16)
-    out[..., 2] = 255 - out[..., 0] - out[..., 1]  # the background takes the rounding
-    return out.clip(0, 255).astype(np.uint8)
-
-
 def pack(workdir: Path, dest: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import json
 
     from gstalker.data import _decode
+    from gstalker.preprocess.masks import normalise_masks
 
     meta = json.loads((workdir / "meta.json").read_text())
     n, size = meta["num_frames"], tuple(meta["size"])
@@ -95,7 +87,7 @@ def pack(workdir: Path, dest: Path) -> None:
     for k, (a, b) in enumerate(zip(frames(), _read_stream(dest / "frames.mkv"))):
         if k % 50 == 0:
             err += float(np.mean((a.astype(np.float64) - b) ** 2)); count += 1
-    mask_err = max(float(np.abs(_decode(workdir / files["masks"].format(k), png=True).numpy().astype(int) - _unit_sum(m)).mean())
+    mask_err = max(float(np.abs(_decode(workdir / files["masks"].format(k), png=True).numpy().astype(int) - normalise_masks(m)).mean())
                    for k, m in enumerate(_read_stream(dest / "masks.mkv")) if k % 100 == 0)
     psnr = 10 * np.log10(255 ** 2 / max(err / count, 1e-12))
     total = sum(p.stat().st_size for p in dest.iterdir())
@@ -111,6 +103,7 @@ def unpack(src: Path, workdir: Path) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from gstalker.preprocess.cache import JPEG_QUALITY
+    from gstalker.preprocess.masks import normalise_masks
 
     meta = json.loads((src / "meta.json").read_text())
     files = meta["files"]
@@ -121,7 +114,7 @@ def unpack(src: Path, workdir: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     def write(key, k, img):
-        img = _unit_sum(img) if key == "masks" else img
+        img = normalise_masks(img) if key == "masks" else img
         t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
         data = encode_png(t) if key == "masks" else encode_jpeg(t, quality=JPEG_QUALITY)
         (workdir / files[key].format(k)).write_bytes(data.numpy().tobytes())

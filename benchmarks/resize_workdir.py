@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     from torchvision.io import decode_jpeg, decode_png, encode_jpeg, encode_png
 
     from gstalker.preprocess.cache import JPEG_QUALITY
+    from gstalker.preprocess.masks import normalise_masks
 
     meta = json.loads((a.src / "meta.json").read_text())
     h, w = meta["size"]
@@ -54,8 +55,8 @@ def main(argv=None) -> int:
         for k in range(meta["num_frames"]):
             data = torch.frombuffer(bytearray((a.src / files[key].format(k)).read_bytes()), dtype=torch.uint8)
             img = resample(decode_png(data) if png else decode_jpeg(data))
-            if png:  # channels head, torso, background sum to 255 again
-                img[2] = 255 - img[:2].to(torch.int16).sum(0).clamp(max=255).to(torch.uint8)
+            if png:
+                img = torch.from_numpy(normalise_masks(img.permute(1, 2, 0).numpy())).permute(2, 0, 1).contiguous()
             out = encode_png(img) if png else encode_jpeg(img, quality=JPEG_QUALITY)
             (a.dest / files[key].format(k)).write_bytes(out.numpy().tobytes())
     bg = decode_png(torch.frombuffer(bytearray((a.src / files["background"]).read_bytes()), dtype=torch.uint8))

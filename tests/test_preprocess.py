@@ -530,3 +530,18 @@ def test_interrupted_runs_leave_nothing_half_written(media_dir, tmp_path, monkey
     meta = json.loads((wd / "meta.json").read_text())
     assert meta["size"] == [160, 160] and "decode" not in meta["stages_run"] and "landmarks" in meta["stages_run"]
     assert PreprocessedVideo(wd, "all")[0]["image"].shape == (160, 160, 3)
+
+
+def test_normalise_masks_sums_to_255_and_keeps_the_split():
+    from gstalker.preprocess.masks import normalise_masks
+
+    rng = np.random.default_rng(0)
+    person = rng.uniform(0, 1, (20, 30))
+    head = rng.uniform(0, 1, (20, 30)) < 0.4
+    exact = np.stack([np.where(head, person, 0), np.where(head, 0, person), 1 - person], -1) * 255
+    # a lossy codec or a resampling moves every channel by a few grey levels
+    noisy = np.clip(np.round(exact + rng.normal(0, 2, exact.shape)), 0, 255).astype(np.uint8)
+    out = normalise_masks(noisy)
+    assert out.dtype == np.uint8 and (out.astype(int).sum(-1) == 255).all()
+    assert np.abs(out.astype(float) - exact).mean() < 2.5
+    assert (out == normalise_masks(out)).all(), "masks already summing to 255 stay as they are"

@@ -135,6 +135,17 @@ def split_masks(person: np.ndarray, lm2d: np.ndarray) -> np.ndarray:
     return out
 
 
+def normalise_masks(masks: np.ndarray) -> np.ndarray:
+    """Masks [..., 3] (head, torso, background) that a resampling or a lossy codec moved off the
+    unit sum, as uint8 summing to 255 per pixel again: scaled to it, the background taking the
+    rounding."""
+    m = np.asarray(masks, dtype=np.float32)
+    m = m * (255 / np.maximum(m.sum(-1, keepdims=True), 1))
+    out = np.floor(m).astype(np.int16)
+    out[..., 2] = 255 - out[..., 0] - out[..., 1]
+    return out.clip(0, 255).astype(np.uint8)
+
+
 def _dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
     """Binary dilation of [K,H,W] bool by a (2r+1)^2 square, with box sums from cumulative sums."""
     x = mask.to(torch.int32)
