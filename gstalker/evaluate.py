@@ -28,7 +28,9 @@ real one:
   over its 40 ms) and the mouth opening (inner-lip gap 13-14 over the eye corners 33-263);
   `av_lag`, that lag (positive: the mouth moves after the sound); `mouth_motion`, the opening's
   standard deviation; `silence_motion`, mouth motion in silence (30 dB under the median
-  loudness) over motion in speech.
+  loudness) over motion in speech; `mouth_jitter`, how much of the opening's motion is flicker
+  from one frame to the next (a mouth that opens and shuts within a frame or two moves a lot by
+  `mouth_motion` and looks wrong; `gstalker.metrics.mouth_jitter`).
 
 Landmarks (lmd, lip_corr and the lip-sync measures) come from MediaPipe's face mesh in tracking
 mode on each frame upscaled to at least 384 pixels on its short side (bicubic), rendered and real
@@ -79,7 +81,7 @@ import torch.nn.functional as F
 from .data import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from .errors import GstalkerError, first_line
 from .metrics import (MIN_FRAMES, MIN_SILENT_FRAMES, Lpips, av_sync, correlation, face_box,
-                      lmd, loudness_db, mean_frame, mouth_motion, mouth_opening, mouth_opening_ratio, psnr,
+                      lmd, loudness_db, mean_frame, mouth_jitter, mouth_motion, mouth_opening, mouth_opening_ratio, psnr,
                       silence_motion, silent_frames, silent_spans, ssim)
 
 SCHEMA = "gstalker.eval/1"
@@ -98,9 +100,10 @@ METRICS = (
     ("av_lag", "frames", "near baseline"),
     ("mouth_motion", "", "near baseline"),
     ("silence_motion", "", "lower"),
+    ("mouth_jitter", "", "near baseline"),
 )
 # the lip-sync rows (gstalker.metrics), in both modes
-SYNC_METRICS = METRICS[-4:]
+SYNC_METRICS = METRICS[-5:]
 # cross-driven by a video of someone talking: the rendered mouth against that speaker's own
 SPEAKER_METRICS = (
     ("speaker_corr", "", "higher"),
@@ -470,7 +473,7 @@ def _tail_values(t: dict, lp, count: int):
 def _sync_values(loud, opening) -> dict:
     corr, lag = av_sync(loud, opening)
     return {"av_sync": corr, "av_lag": lag, "mouth_motion": mouth_motion(opening),
-            "silence_motion": silence_motion(loud, opening)}
+            "silence_motion": silence_motion(loud, opening), "mouth_jitter": mouth_jitter(opening)}
 
 
 def _sync_rows(values, baselines, notes, frames, loud, opening, base_opening, error, what: str,
@@ -501,6 +504,9 @@ def _sync_rows(values, baselines, notes, frames, loud, opening, base_opening, er
             notes[name] = note
     if v["mouth_motion"] is None:
         notes["mouth_motion"] = note or "undefined: under 2 frames with a face"
+    if v["mouth_jitter"] is None:
+        notes["mouth_jitter"] = note or (f"undefined: under {MIN_FRAMES} frames with a face on either side, "
+                                         "or a mouth that does not move")
     if v["silence_motion"] is None:
         quiet = int(silent_frames(loud).sum())
         notes["silence_motion"] = note or (f"undefined: {quiet} silent frames (30 dB under the median loudness), "

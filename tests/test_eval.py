@@ -190,6 +190,24 @@ def test_mouth_motion_and_silence_motion_threshold():
     assert M.silence_motion(np.full(40, -20.0), opening) is None
 
 
+def test_mouth_jitter_tells_flicker_from_syllables():
+    from gstalker import metrics as M
+
+    t = np.arange(200)
+    for period in (6.0, 10.0):  # a sine: each frame is off its neighbours' mean by (1 - cos(2 pi / P))
+        assert M.mouth_jitter(np.sin(2 * np.pi * t / period)) == pytest.approx(1 - np.cos(2 * np.pi / period), rel=0.02)
+    smooth = 0.05 + 0.02 * np.sin(2 * np.pi * t / 8)
+    spiky = smooth.copy()
+    spiky[::7] += 0.06  # a mouth that opens and shuts within a frame every 7 frames
+    assert M.mouth_jitter(spiky) > 2 * M.mouth_jitter(smooth)
+    assert M.mouth_jitter(np.random.default_rng(0).normal(size=400)) == pytest.approx(np.sqrt(1.5), rel=0.1)
+    # frames without a face take their neighbours' triples out, not the whole series
+    gappy = smooth.copy()
+    gappy[50] = np.nan
+    assert M.mouth_jitter(gappy) == pytest.approx(M.mouth_jitter(smooth), rel=0.05)
+    assert M.mouth_jitter(np.ones(50)) is None and M.mouth_jitter(smooth[:10]) is None
+
+
 # ------------------------------------------------------------------ a synthetic preprocessing workdir
 
 
@@ -268,7 +286,7 @@ def test_eval_command_report_and_video(tiny, tmp_path):
     # the original metrics keep their order; the lip-sync ones follow
     assert [m["metric"] for m in report["metrics"]] == ["psnr", "ssim", "psnr_face", "ssim_face", "lpips", "lmd",
                                                         "lip_corr", "render_fps", "av_sync", "av_lag",
-                                                        "mouth_motion", "silence_motion"]
+                                                        "mouth_motion", "silence_motion", "mouth_jitter"]
     assert all(list(m) == METRIC_KEYS for m in report["metrics"])
     assert {m["metric"]: m["unit"] for m in report["metrics"]}["psnr"] == "dB"
     from gstalker.evaluate import file_sha256, metric
@@ -288,7 +306,7 @@ def test_eval_command_report_and_video(tiny, tmp_path):
     for name in ("lmd", "lip_corr"):
         m = metric(report, name)
         assert m["value"] is None and m["frames"] == 0 and "no face" in m["note"], m
-    for name in ("av_sync", "av_lag", "mouth_motion", "silence_motion"):
+    for name in ("av_sync", "av_lag", "mouth_motion", "silence_motion", "mouth_jitter"):
         m = metric(report, name)
         assert m["value"] is None and m["frames"] == 0 and m["note"], m
     with av.open(str(video)) as c:
@@ -390,7 +408,7 @@ def test_eval_cross_driven_report_plot_and_video(tiny, tmp_path):
     assert list(report) == CROSS_KEYS and report["mode"] == "cross" and report["schema"] == "gstalker.eval/1"
     assert report["audio"] == {"path": str(speech), "sha256": file_sha256(speech), "seconds": 1.2}
     assert [m["metric"] for m in report["metrics"]] == ["av_sync", "av_lag", "mouth_motion", "silence_motion",
-                                                        "speaker_corr", "speaker_sync", "speaker_lag",
+                                                        "mouth_jitter", "speaker_corr", "speaker_sync", "speaker_lag",
                                                         "render_fps"], "no ground truth: no psnr and the rest"
     for name in ("speaker_corr", "speaker_sync", "speaker_lag"):  # a sound file: no speaker to compare with
         m = metric(report, name)
@@ -438,7 +456,7 @@ def test_eval_cross_driven_short_speech_gives_null_metrics_with_a_note(tiny, tmp
     report = ev.evaluate(tiny["model"], tiny["workdir"], audio=_wav(tmp_path, speech_like(0.2)), device="cpu",
                          progress=False, plot=tmp_path / "m.png")
     assert report["frames"] == 5 and (tmp_path / "m.png").is_file()
-    for name in ("av_sync", "av_lag", "mouth_motion", "silence_motion"):
+    for name in ("av_sync", "av_lag", "mouth_motion", "silence_motion", "mouth_jitter"):
         m = ev.metric(report, name)
         assert m["value"] is None and "under 10" in m["note"], m
     assert "cross-driven by" in ev.format_table(report)
