@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import GstalkerError
-from .data import SAMPLES_PER_FRAME, check_frame_size
+from .data import FPS, SAMPLES_PER_FRAME, check_frame_size
 from .metrics import EYE_CORNERS, Lpips, box_slices, mouth_opening_ratio, mouth_width_ratio, psnr
 from .model import GaussianModel, Gaussians, neighbour_index
 from .preprocess.eyelip import SPEECH_POINTS, deform_regions
@@ -143,6 +143,9 @@ class TrainData:
         self.background = torch.as_tensor(video.background, dtype=torch.float32, device=device)
         self.train_ids, self.val_ids = video.train_ids, video.heldout_ids
         self.device = device
+        # frames preprocessing moved the sound by (its audio-video sync); folders from before it: as recorded
+        sync = (getattr(video, "meta", None) or {}).get("av_offset") or {}
+        self.av_offset_frames = int(sync.get("offset_frames", 0))
         # per-dimension statistics of the training frames' audio features: the model standardises
         # every input with them, at training and at speak time
         train_audio = self.audio[self.train_ids.to(self.audio.device)]
@@ -647,7 +650,8 @@ class Trainer:
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
         tensors["history"] = torch.tensor(self.history, dtype=torch.float64).reshape(-1, 3)
-        meta.update(kind="checkpoint", step=self.step_count, settings=asdict(self.settings), config=self.model.config)
+        meta.update(kind="checkpoint", step=self.step_count, settings=asdict(self.settings), config=self.model.config,
+                    av_offset_frames=self.data.av_offset_frames)
         return tensors, meta
 
     def save_checkpoint(self, path: Path | None = None) -> Path:
@@ -661,6 +665,13 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         tensors, meta = load_file(path, kind="checkpoint")
+        # a checkpoint from before preprocessing's sync stage trained on the sound as recorded
+        trained, now = int(meta.get("av_offset_frames", 0)), self.data.av_offset_frames
+        if trained != now:
+            raise GstalkerError(
+                f"--resume: the checkpoint was trained with the sound moved {trained * 1000 // FPS} ms, but "
+                f"{self.workdir.name}'s sound is now moved {now * 1000 // FPS} ms (preprocessing's audio-video sync); "
+                f"resume with --av-offset {trained / FPS:g} to keep the checkpoint's, or start afresh without --resume")
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         fresh = TalkerModel.from_state(state, meta["config"]).to(self.data.device)
         if fresh.trained_speech_mean() is None:  # a checkpoint from before the speech mean

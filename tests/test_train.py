@@ -67,6 +67,31 @@ def test_resume_is_bit_for_bit(tmp_path):
     assert a.history == c.history
 
 
+def test_resume_refuses_a_folder_whose_sound_has_moved(tmp_path):
+    """A checkpoint trained on the sound as recorded (or from before preprocessing's sync stage,
+    which has no record) must not go on with the sound moved under it: the audio code would
+    continue on windows 200 ms away from what it learned."""
+    from gstalker.errors import GstalkerError
+    from gstalker.serialization import load_file, save_file
+
+    b = make_trainer(tmp_path, iters=8)
+    for _ in range(5):
+        b.step()
+    path = b.save_checkpoint()
+    moved = make_trainer(tmp_path, iters=8)
+    moved.data.av_offset_frames = 5  # preprocessing measured and moved the sound since
+    with pytest.raises(GstalkerError, match=r"sound moved 0 ms.*now moved 200 ms.*--av-offset 0 "):
+        moved.load_checkpoint(path)
+    tensors, meta = load_file(path, kind="checkpoint")  # a checkpoint from before the record
+    del meta["av_offset_frames"]
+    save_file(path, tensors, meta)
+    with pytest.raises(GstalkerError, match="now moved 200 ms"):
+        moved.load_checkpoint(path)
+    same = make_trainer(tmp_path, iters=8)
+    same.load_checkpoint(path)
+    assert same.step_count == 5
+
+
 def test_training_beats_the_mean_frame(tmp_path):
     t = make_trainer(tmp_path, iters=240, static_share=0.5, densify_every=60, size=48)
     t.sched["preview_every"] = 120
