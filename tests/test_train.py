@@ -447,3 +447,41 @@ def test_run_training_pretrains_the_code_once_at_the_deformation_stage(tmp_path)
     t2.step()
     assert t.history[-1] == t2.history[-1]
     assert torch.equal(t2.mouth_head.weight, t.mouth_head.weight)
+
+
+def test_lip_smooth_term_is_the_flicker_of_the_fields_speech_points(tmp_path):
+    """Triples of consecutive training frames, the middle frame's speech points against their
+    neighbours' mean over the points' spread: recomputed here frame by frame. It reaches the audio
+    smoother and the face field, never the Gaussians, and runs only in full deformation steps."""
+    from gstalker.preprocess.eyelip import SPEECH_POINTS
+
+    t, clip = face_trainer(tmp_path, lip_smooth_batch=5, lip_smooth_weight=0.5)
+    with torch.no_grad():  # a fresh face field moves nothing: give it something to flicker
+        for p in t.model.face.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    assert len(t.data.triple_ids) and all(int(c) - 1 in t.data.train_ids.tolist() and int(c) + 1 in
+                                          t.data.train_ids.tolist() for c in t.data.triple_ids)
+    state = t.gen.get_state()
+    loss = t.lip_smooth_loss()
+    t.gen.set_state(state)
+    centres = t.data.triple_ids[torch.randint(len(t.data.triple_ids), (5,), generator=t.gen)]
+    pts = torch.as_tensor(clip.tracks["template"][SPEECH_POINTS], dtype=torch.float32)
+    with torch.no_grad():
+        moved = torch.stack([torch.stack([t.model.deform_points(pts, t.codes(torch.tensor([int(c) + k])),
+                                                                t.data.eyes[int(c) + k].reshape(1))[0]
+                                          for k in (-1, 0, 1)]) for c in centres])  # [5, 3, P, 3]
+    flicker = (moved[:, 1] - (moved[:, 0] + moved[:, 2]) / 2).square().sum(-1).mean()
+    spread = moved.reshape(15, -1, 3).var(0).sum(-1).mean()
+    assert loss.item() > 0 and loss.item() == pytest.approx((flicker / spread).item(), rel=1e-4)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.model.smoother.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.model.face.parameters())
+    assert t.model.gaussians.head.means.grad is None
+
+    calls = []
+    term = t.lip_smooth_loss
+    t.lip_smooth_loss = lambda: (calls.append(t.stage), term())[1]
+    t.step()
+    t.step_count = 0
+    t.step()  # a static step
+    assert calls == ["deform"]
