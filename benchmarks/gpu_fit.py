@@ -4,6 +4,7 @@ travels, benchmarks/pack_workdir.py).
 
     python benchmarks/gpu_fit.py clip.gstalker --preset fast --seconds 240 --out model.safetensors
     python benchmarks/gpu_fit.py clip.gstalker --preset smoke --iters 20 --out m.safetensors  # CPU check
+    python benchmarks/gpu_fit.py clip.gstalker --preset fast --iters 4745 --set lip_smooth_weight=0.2 --out m.safetensors
 
 Without --iters the preset's schedule is scaled (`fit --iters`, both stages in the preset's ratio)
 to what the measured step rate allows in what is left of --seconds (counted from the start,
@@ -49,7 +50,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a schedule entry over the preset's (e.g. lip_smooth_weight=0.2); repeatable")
     a = ap.parse_args(argv)
+    overrides = {}
+    for item in a.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key] = json.loads(value)
 
     import torch
 
@@ -57,6 +66,9 @@ def main(argv=None) -> int:
     from gstalker.data import PreprocessedVideo
     from gstalker.train import PRESETS, FitSettings, Trainer, TrainData, run_training, training_summary
 
+    unknown = sorted(set(overrides) - {k for preset in PRESETS.values() for k in preset})
+    if unknown:
+        ap.error(f"--set: not a schedule entry of any preset: {', '.join(unknown)}")
     t_start = time.monotonic()
     dev = resolve_device(a.device)
     pv = PreprocessedVideo(a.workdir, "all")
@@ -67,14 +79,17 @@ def main(argv=None) -> int:
     rates = None
     if iters is None:
         probe = FitSettings.from_preset(a.preset, seed=a.seed, lpips="off")
+        probe.schedule.update(overrides)
         rates = step_ms(data, probe, feature_meta)
         frac_static = PRESETS[a.preset]["static_iters"] / full
         per_iter = frac_static * rates[0] + (1 - frac_static) * rates[1]
         left = a.seconds - (time.monotonic() - t_start)
         iters = max(2, min(full, int(PLAN_SHARE * left * 1000 / per_iter)))
     settings = FitSettings.from_preset(a.preset, iters=None if iters == full else iters, seed=a.seed)
+    settings.schedule.update(overrides)
     print(f"{a.preset} preset, {iters:,} of {full:,} iterations ({settings.static_iters:,} static + "
           f"{settings.deform_iters:,} deformation) on {dev}"
+          + (f"; with {overrides}" if overrides else "")
           + (f"; measured {rates[0]:.1f} / {rates[1]:.1f} ms per static / deformation step" if rates else ""),
           flush=True)
 

@@ -343,7 +343,7 @@ def _evaluate_self(talker, pv, dev, video, max_frames, progress, lpips) -> tuple
         "heldout": {"first": first, "last": last, "val_start": val_start, "num_frames": n,
                     "flagged": int((~ok[first:last + 1]).sum())},
         "baseline": "mean training frame (psnr, ssim, lpips); mean training mouth landmarks, still (lmd); "
-                    "the real held-out frames with their audio (av_sync, av_lag, mouth_motion, silence_motion)",
+                    "the real held-out frames with their audio (av_sync, av_lag, mouth_motion, silence_motion, mouth_jitter)",
         "metrics": _metric_rows(METRICS, values, baselines, notes, frames),
     }
     series = {"mode": "self", "first": first, "loudness": loud, "rendered": fake_open, "real": real_open,

@@ -44,13 +44,15 @@ PRESETS = {
     "cpu": dict(size=128, static_iters=1000, deform_iters=2000, n_head=2000, n_torso=1500, max_gaussians=8000,
                 densify_every=100, opacity_reset_every=0, preview_every=500, log2_table_size=14,
                 mouth_weight=1.0, mouth_px=96, mouth_steps=0, landmark_weight=0.0, landmark_batch=16,
-                audio_augment=0.0, mouth_shape_weight=0.1, mouth_shape_pretrain=1500, mouth_shape_batch=64),
+                audio_augment=0.0, mouth_shape_weight=0.1, mouth_shape_pretrain=1500, mouth_shape_batch=64,
+                lip_smooth_weight=0.0, lip_smooth_batch=16),
     # the default on a CUDA GPU: what about 15 minutes on an RTX 3090-class GPU allows (the mouth-shape term as in
     # `cpu`: on an H200, 4,745 iterations of the interview clip, held-out lip_corr 0.34 -> 0.46, mouth motion 40% ->
     # 71% of the real one; without it 12,974 iterations fell to 0.14: docs/benchmarks.md)
     "fast": dict(size=512, static_iters=3000, deform_iters=30000, n_head=10000, n_torso=10000, max_gaussians=150000,
                  densify_every=100, opacity_reset_every=3000, preview_every=2500, log2_table_size=14,
-                 mouth_weight=1.0, mouth_px=128, mouth_shape_weight=0.1, mouth_shape_pretrain=1500, mouth_shape_batch=64),
+                 mouth_weight=1.0, mouth_px=128, mouth_shape_weight=0.1, mouth_shape_pretrain=1500, mouth_shape_batch=64,
+                 lip_smooth_weight=0.0, lip_smooth_batch=16),
     # the paper's schedule
     "paper": dict(size=512, static_iters=10000, deform_iters=100000, n_head=10000, n_torso=10000, max_gaussians=300000,
                   densify_every=100, opacity_reset_every=3000, preview_every=5000, log2_table_size=14,
