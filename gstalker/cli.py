@@ -248,7 +248,7 @@ def eval_(
 ) -> None:
     """Score MODEL. Self-driven (default): on its video's held-out tail, PSNR, SSIM, LPIPS, LMD,
     lip-motion correlation, render speed and lip sync (av_sync, av_lag, mouth_motion,
-    silence_motion) beside baselines. Cross-driven (--audio): lip sync with that speech beside the
+    silence_motion, mouth_jitter) beside baselines. Cross-driven (--audio): lip sync with that speech beside the
     training video's own (and against the speaker's own mouth when the speech is a video). Prints a table, writes JSON and a mouth-opening plot (PNG)."""
     from .evaluate import evaluate, format_table, mouth_plot_path
 
