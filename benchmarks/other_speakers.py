@@ -13,7 +13,7 @@ played back (`Talker.frames`, as `speak`); both mouths are measured as `gstalker
 (inner-lip gap over the eye distance, MediaPipe on the frames). `eval --audio VIDEO` gives the same
 figures for one clip (speaker_corr, speaker_sync, speaker_lag) beside the rest of its report. Prints a Markdown table: per clip the correlation at lag 0 and the best one over
 lags -3..3 (positive lag: the rendered mouth moves after the real one), and the two mouths'
-motion (standard deviation of the opening).
+motion (standard deviation of the opening) and jitter (`gstalker.metrics.mouth_jitter`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _measure(args, videos) -> int:
 
     from gstalker.data import SAMPLES_PER_FRAME
     from gstalker.evaluate import _render_speech, speaker_mouth
-    from gstalker.metrics import av_sync, correlation
+    from gstalker.metrics import av_sync, correlation, mouth_jitter
 
     talker = gstalker.load(args.model, device="cpu")
     rows = []
@@ -65,15 +65,17 @@ def _measure(args, videos) -> int:
             return 1
         r0 = correlation(real, rendered)
         best, lag = av_sync(real, rendered, floor_below_median_db=None)
-        rows.append((video.name, n, r0, best, lag, np.nanstd(rendered), np.nanstd(real)))
+        rows.append((video.name, n, r0, best, lag, np.nanstd(rendered), np.nanstd(real), mouth_jitter(rendered),
+                     mouth_jitter(real)))
     print(f"{args.model.name}: rendered mouth against other people's real mouths, driven by their audio")
-    print("| clip | frames | r at lag 0 | best r (lag) | rendered motion | real motion |")
-    print("|---|---|---|---|---|---|")
-    for name, n, r0, best, lag, ms, mr in rows:
-        print(f"| {name} | {n} | {r0:+.3f} | {best:+.3f} ({lag:+d}) | {ms:.4f} | {mr:.4f} |")
+    print("| clip | frames | r at lag 0 | best r (lag) | rendered motion | real motion | rendered jitter | real jitter |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, n, r0, best, lag, ms, mr, js, jr in rows:
+        print(f"| {name} | {n} | {r0:+.3f} | {best:+.3f} ({lag:+d}) | {ms:.4f} | {mr:.4f} | {js:.3f} | {jr:.3f} |")
     mean0 = float(np.mean([r[2] for r in rows]))
     meanb = float(np.mean([r[3] for r in rows]))
-    print(f"| mean | | {mean0:+.3f} | {meanb:+.3f} | | |")
+    print(f"| mean | | {mean0:+.3f} | {meanb:+.3f} | | | {np.mean([r[7] for r in rows]):.3f} | "
+          f"{np.mean([r[8] for r in rows]):.3f} |")
     return 0
 
 
