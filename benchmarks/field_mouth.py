@@ -1,15 +1,17 @@
-"""What the face field does to the lips, frame by frame, with no rendering and no MediaPipe (so it
-runs on the GPU machine too, and in seconds on a CPU): the rigid template's inner-lip points
-(13, 14) moved by the model's face field with each frame's audio code and eye, projected with its
-pose, their gap over the projected eye-corner distance (33-263). Per row: the gap's correlation
-with the real tracked opening (own audio only), its amplitude (standard deviation) over the real
-one's, and `mouth_jitter` (gstalker.metrics: how much of the motion is frame-to-frame flicker)
-beside the real mouth's.
+"""What the face field does to the mouth, frame by frame, with no rendering and no MediaPipe (so it
+runs on the GPU machine too, and in seconds on a CPU): pairs of the rigid template's points moved
+by the model's face field with each frame's audio code and eye, projected with its pose, their
+distance over the projected eye-corner distance (33-263). Two pairs: the outer lips' height (0 to
+17), which follows the real mouth opening (the field opens the mouth by moving the lower lip and
+jaw), and the inner-lip gap (13 to 14), the pair eval's `mouth_opening` tracks on rendered frames,
+where the field moves little. Per pair: the correlation with the real tracked opening (own audio
+only), the standard deviation, and `mouth_jitter` (gstalker.metrics: how much of the motion is
+frame-to-frame flicker), beside the real mouth's jitter.
 
 Rows: the held-out tail with its own audio, eyes and tracked poses; every speech given, driven as
-`speak` drives it (Talker.codes, the training poses played back), its amplitude read against the
-training frames' real opening. A spiky rendered mouth (`gstalker eval`'s mouth_jitter) whose
-field gap is smooth comes from the Gaussians; one whose field gap is spiky too, from the code.
+`speak` drives it (Talker.codes, the training poses played back). A spiky rendered mouth
+(`gstalker eval`'s mouth_jitter) whose field is smooth comes from elsewhere (appearance, or the
+tracker on rendered frames); one whose field flickers too, from the code and the field.
 
     python benchmarks/field_mouth.py MODEL WORKDIR [--audio SPEECH.wav ...]
 """
@@ -24,18 +26,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def field_lip_gap(model, template, codes, viewmats, eyes):
-    """The face field's inner-lip gap over the eye-corner distance, per frame: model a TalkerModel,
-    template [478, 3] canonical face points, codes [T, code_dim], viewmats [T, 4, 4], eyes [T]
-    -> numpy [T]."""
+# (upper, lower) face-mesh points: the outer lips' centres, the inner lips' centres
+OUTER_LIPS, INNER_LIPS = (0, 17), (13, 14)
+
+
+def field_lip_gap(model, template, codes, viewmats, eyes, pair=OUTER_LIPS):
+    """The distance the face field puts between two template points, over the eye-corner
+    distance, per frame: model a TalkerModel, template [478, 3] canonical face points, codes
+    [T, code_dim], viewmats [T, 4, 4], eyes [T], pair (upper, lower) point indices -> numpy [T]."""
     import torch
 
-    from gstalker.metrics import EYE_CORNERS, LOWER_LIP, UPPER_LIP
+    from gstalker.metrics import EYE_CORNERS
     from gstalker.talker import project_points
 
     points = torch.as_tensor(template, dtype=torch.float32)
     with torch.no_grad():
-        lips = project_points(model.deform_points(points[[UPPER_LIP, LOWER_LIP]], codes, eyes), viewmats, model.K)
+        lips = project_points(model.deform_points(points[list(pair)], codes, eyes), viewmats, model.K)
         corners = project_points(points[list(EYE_CORNERS)].expand(len(codes), 2, 3), viewmats, model.K)
     gap = (lips[:, 0] - lips[:, 1]).norm(dim=-1) / (corners[:, 0] - corners[:, 1]).norm(dim=-1)
     return gap.numpy().astype("float64")
@@ -67,28 +73,31 @@ def main(argv=None) -> int:
     lm[~pv.frame_ok.numpy()] = np.nan
     real = mouth_opening_ratio(lm)
     val = pv.val_start
-    train_real = real[:val]
 
     rows = []
+
+    def row(name, codes, viewmats, eyes, real_part, real_note=""):
+        outer = field_lip_gap(model, template, codes, viewmats, eyes, OUTER_LIPS)
+        inner = field_lip_gap(model, template, codes, viewmats, eyes, INNER_LIPS)
+        r = None if real_part is None else correlation(outer, real_part)
+        ri = None if real_part is None else correlation(inner, real_part)
+        fmt = lambda v: "-" if v is None else f"{v:+.3f}"  # noqa: E731
+        rows.append([name, len(outer), fmt(r), f"{outer.std():.4f}", f"{mouth_jitter(outer):.3f}", fmt(ri),
+                     f"{inner.std():.4f}", f"{mouth_jitter(inner):.3f}", real_note])
+
     with torch.no_grad():
         codes = model.codes(torch.as_tensor(pv.audio_features(), dtype=torch.float32))[val:]
-    eyes = torch.as_tensor(pv.tracks["eye"], dtype=torch.float32)[val:]
-    viewmats = torch.as_tensor(pv.viewmats, dtype=torch.float32)[val:]
-    gap = field_lip_gap(model, template, codes, viewmats, eyes)
-    r = correlation(gap, real[val:])
-    rows.append(["held-out tail, own audio", len(gap), f"{r:.3f}" if r is not None else "-",
-                 f"{np.nanstd(gap) / np.nanstd(real[val:]):.2f}", f"{mouth_jitter(gap):.3f}",
-                 f"{mouth_jitter(real[val:]):.3f}"])
+    row("held-out tail, own audio", codes, torch.as_tensor(pv.viewmats, dtype=torch.float32)[val:],
+        torch.as_tensor(pv.tracks["eye"], dtype=torch.float32)[val:], real[val:],
+        f"{mouth_jitter(real[val:]):.3f} (these frames)")
     for speech in args.audio:
         codes = talker.codes(talker.audio(speech))
         poses = [talker.pose(k) for k in range(len(codes))]
-        viewmats = torch.stack([p for p, _ in poses])
-        eyes = torch.stack([torch.as_tensor(e, dtype=torch.float32) for _, e in poses])
-        gap = field_lip_gap(model, template, codes, viewmats, eyes)
-        rows.append([speech.name, len(gap), "-", f"{np.std(gap) / np.nanstd(train_real):.2f}",
-                     f"{mouth_jitter(gap):.3f}", f"{mouth_jitter(train_real):.3f} (training frames)"])
-    print_table(["driven by", "frames", "r with the real mouth", "amplitude / real", "field jitter", "real jitter"],
-                rows, title=f"the face field's lip gap: {args.model.name}")
+        row(speech.name, codes, torch.stack([p for p, _ in poses]),
+            torch.stack([torch.as_tensor(e, dtype=torch.float32) for _, e in poses]), None,
+            f"{mouth_jitter(real[:val]):.3f} (training frames)")
+    print_table(["driven by", "frames", "outer height: r", "std", "jitter", "inner gap: r", "std", "jitter",
+                 "real jitter"], rows, title=f"the face field's mouth: {args.model.name}")
     return 0
 
 

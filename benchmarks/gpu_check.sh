@@ -12,6 +12,9 @@
 #   .gpu/interview_512/  the interview clip preprocessed at 512 px here and packed
 #          (`python benchmarks/pack_workdir.py pack interview_97s.gstalker .gpu/interview_512`);
 #          unpacked there in the background while the kernels are checked, then trained on.
+#   .gpu/*.wav  speeches (16-bit mono 16 kHz, e.g. musetalk_eng.wav) that benchmarks/field_mouth.py
+#          drives the fitted model with (its lip gap's amplitude and flicker; into fit.txt).
+# GPU_FIT_ARGS: more options for the fit (e.g. "--iters 4745 --set lip_smooth_weight=0.2").
 # gsplat is JIT-compiled with nvcc in the background (one arch, MAX_JOBS=10) while our kernels
 # are checked; its build time goes into device.txt.
 #
@@ -116,10 +119,15 @@ if [ -n "$up_pid" ] && wait "$up_pid"; then
   cat /tmp/unpack.txt | tail -2 | tee -a "$out/device.txt"
   fit_s=$(( $(left 280) - 60 )); [ "$fit_s" -lt 60 ] && fit_s=60
   stage "fast preset on the interview clip, ${fit_s}s of training" $((fit_s + 60)) "$out/fit.txt" \
-    python3 benchmarks/gpu_fit.py "$clip" --preset fast --seconds "$fit_s" --out /tmp/fit.safetensors
+    python3 benchmarks/gpu_fit.py "$clip" --preset fast --seconds "$fit_s" --out /tmp/fit.safetensors ${GPU_FIT_ARGS:-}
   if [ -f /tmp/fit.safetensors ]; then
     if [ "$(stat -c %s /tmp/fit.safetensors)" -gt 15728640 ]; then xz -T0 -6 -c /tmp/fit.safetensors > "$out/fit.safetensors.xz"
     else cp /tmp/fit.safetensors "$out/fit.safetensors"; fi
+  fi
+  if [ -f /tmp/fit.safetensors ]; then  # the field's lip gap and its flicker, no rendering (into fit.txt)
+    speech=(); for w in .gpu/*.wav; do [ -f "$w" ] && speech+=("$w"); done
+    timeout 60 python3 benchmarks/field_mouth.py /tmp/fit.safetensors "$clip" ${speech[@]:+--audio "${speech[@]}"} \
+      >> "$out/fit.txt" 2>&1 || echo "field_mouth failed" >> "$out/fit.txt"
   fi
   last=$(ls "$clip"/previews/*.png 2>/dev/null | tail -1)
   [ -n "$last" ] && cp "$last" "$out/fit_preview.png"

@@ -1,6 +1,6 @@
 """How far does the face field open the lips? The rigid template's inner-lip points (13, 14),
 moved by the trained face field with each frame's audio code and eye and projected with its
-pose, against the tracked landmarks: the correlation of the lip gap (over the eye-corner
+pose (`field_mouth.field_lip_gap`), against the tracked landmarks: the correlation of the lip gap (over the eye-corner
 distance) and its amplitude (ratio of standard deviations), on the held-out tail and on every
 8th training frame. No rendering and no MediaPipe: what the deformation itself does at the lips.
 
@@ -32,8 +32,8 @@ def main(argv=None) -> int:
     import torch
 
     from gstalker.data import PreprocessedVideo
-    from gstalker.metrics import EYE_CORNERS, LOWER_LIP, UPPER_LIP, correlation, mouth_opening_ratio
-    from gstalker.talker import project_points
+    from field_mouth import INNER_LIPS, field_lip_gap
+    from gstalker.metrics import correlation, mouth_opening_ratio
     from gstalker.train import CHECKPOINT, FitSettings, Trainer, TrainData, checkpoint_settings
 
     pv = PreprocessedVideo(args.workdir, "all", skip_flagged=False)
@@ -46,15 +46,12 @@ def main(argv=None) -> int:
     t.load_checkpoint(args.workdir / CHECKPOINT)
     t.sched["landmark_batch"] = args.batch
     m = t.model
-    points = torch.as_tensor(data.template[[UPPER_LIP, LOWER_LIP]], dtype=torch.float32)
     lm = data.landmarks
 
     @torch.no_grad()
     def figures(ids):
         codes = m.codes(data.audio)[ids]  # smoothed over each frame's true neighbours
-        uv = project_points(m.deform_points(points, codes, data.eyes[ids]), data.viewmats[ids], data.K)  # [B, 2, 2]
-        eye = (lm[ids, EYE_CORNERS[0]] - lm[ids, EYE_CORNERS[1]]).norm(dim=-1).numpy()
-        model_gap = (uv[:, 0] - uv[:, 1]).norm(dim=-1).numpy() / eye
+        model_gap = field_lip_gap(m, data.template, codes, data.viewmats[ids], data.eyes[ids], INNER_LIPS)
         real_gap = mouth_opening_ratio(lm[ids].numpy())
         return correlation(model_gap, real_gap), model_gap.std() / real_gap.std()
 
