@@ -14,7 +14,7 @@
 #          unpacked there in the background while the kernels are checked, then trained on.
 #   .gpu/*.wav  speeches (16-bit mono 16 kHz, e.g. musetalk_eng.wav) that benchmarks/field_mouth.py
 #          drives the fitted model with (its lip gap's amplitude and flicker; into fit.txt).
-# GPU_FIT_ARGS: more options for the fit (e.g. "--iters 4745 --set lip_smooth_weight=0.2").
+# GPU_FIT_ARGS: more options for the fit (e.g. "--iters 4745 --set mouth_shape_weight=0.3").
 # gsplat is JIT-compiled with nvcc in the background (one arch, MAX_JOBS=10) while our kernels
 # are checked; its build time goes into device.txt.
 #

@@ -4,7 +4,7 @@ travels, benchmarks/pack_workdir.py).
 
     python benchmarks/gpu_fit.py clip.gstalker --preset fast --seconds 240 --out model.safetensors
     python benchmarks/gpu_fit.py clip.gstalker --preset smoke --iters 20 --out m.safetensors  # CPU check
-    python benchmarks/gpu_fit.py clip.gstalker --preset fast --iters 4745 --set lip_smooth_weight=0.2 --out m.safetensors
+    python benchmarks/gpu_fit.py clip.gstalker --preset fast --iters 4745 --set mouth_shape_weight=0.3 --out m.safetensors
 
 Without --iters the preset's schedule is scaled (`fit --iters`, both stages in the preset's ratio)
 to what the measured step rate allows in what is left of --seconds (counted from the start,
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a schedule entry over the preset's (e.g. lip_smooth_weight=0.2); repeatable")
+                    help="a schedule entry over the preset's (e.g. mouth_shape_weight=0.3); repeatable")
     a = ap.parse_args(argv)
     overrides = {}
     for item in a.set:

@@ -44,15 +44,13 @@ PRESETS = {
     "cpu": dict(size=128, static_iters=1000, deform_iters=2000, n_head=2000, n_torso=1500, max_gaussians=8000,
                 densify_every=100, opacity_reset_every=0, preview_every=500, log2_table_size=14,
                 mouth_weight=1.0, mouth_px=96, mouth_steps=0, landmark_weight=0.0, landmark_batch=16,
-                audio_augment=0.0, mouth_shape_weight=0.1, mouth_shape_pretrain=1500, mouth_shape_batch=64,
-                lip_smooth_weight=0.0, lip_smooth_batch=16),
+                audio_augment=0.0, mouth_shape_weight=0.1, mouth_shape_pretrain=1500, mouth_shape_batch=64),
     # the default on a CUDA GPU: what about 15 minutes on an RTX 3090-class GPU allows (the mouth-shape term as in
     # `cpu`: on an H200, 4,745 iterations of the interview clip, held-out lip_corr 0.34 -> 0.46, mouth motion 40% ->
     # 71% of the real one; without it 12,974 iterations fell to 0.14: docs/benchmarks.md)
     "fast": dict(size=512, static_iters=3000, deform_iters=30000, n_head=10000, n_torso=10000, max_gaussians=150000,
                  densify_every=100, opacity_reset_every=3000, preview_every=2500, log2_table_size=14,
-                 mouth_weight=1.0, mouth_px=128, mouth_shape_weight=0.1, mouth_shape_pretrain=1500, mouth_shape_batch=64,
-                 lip_smooth_weight=0.0, lip_smooth_batch=16),
+                 mouth_weight=1.0, mouth_px=128, mouth_shape_weight=0.1, mouth_shape_pretrain=1500, mouth_shape_batch=64),
     # the paper's schedule
     "paper": dict(size=512, static_iters=10000, deform_iters=100000, n_head=10000, n_torso=10000, max_gaussians=300000,
                   densify_every=100, opacity_reset_every=3000, preview_every=5000, log2_table_size=14,
@@ -145,10 +143,6 @@ class TrainData:
         self.background = torch.as_tensor(video.background, dtype=torch.float32, device=device)
         self.train_ids, self.val_ids = video.train_ids, video.heldout_ids
         self.device = device
-        # training frames whose neighbours are training frames too (no cut, flag or held-out frame
-        # between): the centres of the lip-smoothness term's triples
-        train = set(np.asarray(self.train_ids).tolist())
-        self.triple_ids = torch.as_tensor(sorted(t for t in train if t - 1 in train and t + 1 in train), dtype=torch.long)
         # frames preprocessing moved the sound by (its audio-video sync); folders from before it: as recorded
         sync = (getattr(video, "meta", None) or {}).get("av_offset") or {}
         self.av_offset_frames = int(sync.get("offset_frames", 0))
@@ -459,26 +453,6 @@ class Trainer:
         err = torch.where(ok[:, None], err / scale[:, None], torch.zeros_like(err))
         return err.sum() / (ok.sum() * len(SPEECH_POINTS)).clamp_min(1)
 
-    def lip_smooth_loss(self) -> torch.Tensor:
-        """Frame-to-frame flicker of the lips and chin: in `lip_smooth_batch` (16) random triples of
-        consecutive training frames, the template's speech points moved by the face field with
-        each frame's audio code and eye, and the middle frame's offset from its neighbours' mean,
-        squared, over the points' variance across the batch (held fixed: a scale, not a target,
-        so the term asks for smoother motion, not for less of it). `gstalker.metrics.mouth_jitter`
-        squared, on the field's own geometry. A mouth that opens and shuts within a frame or two
-        is what a code that identifies frames rather than sounds gives."""
-        data, model = self.data, self.model
-        centres = data.triple_ids
-        batch = self.sched.get("lip_smooth_batch", 16)
-        t = centres[torch.randint(len(centres), (batch,), generator=self.gen)]
-        frames = torch.stack([t - 1, t, t + 1], 1).reshape(-1).to(data.eyes.device)
-        points = torch.as_tensor(data.template[SPEECH_POINTS], dtype=torch.float32, device=data.device)
-        moved = model.deform_points(points, self.codes(frames), data.eyes[frames], backend=self.backend)
-        moved = moved.view(batch, 3, len(SPEECH_POINTS), 3)
-        flicker = moved[:, 1] - 0.5 * (moved[:, 0] + moved[:, 2])  # [B, P, 3]
-        spread = moved.reshape(3 * batch, -1, 3).var(0).sum(-1).mean().detach()
-        return flicker.square().sum(-1).mean() / spread.clamp_min(1e-10)
-
     def render_mouth(self, i: int, head: dict) -> dict | None:
         """The frame's deformed head Gaussians rendered onto its mouth box at `mouth_px` pixels a
         side (None when preprocessing kept no crops). Only the head: the loss is weighted by the
@@ -553,9 +527,6 @@ class Trainer:
             loss = loss + self.sched["landmark_weight"] * self.landmark_loss()
         if deform and self.mouth_head is not None and self.sched.get("mouth_shape_weight", 0):
             loss = loss + self.sched["mouth_shape_weight"] * self.mouth_shape_loss()
-        if deform and self.sched.get("lip_smooth_weight", 0) and self.data.template is not None \
-                and len(self.data.triple_ids):
-            loss = loss + self.sched["lip_smooth_weight"] * self.lip_smooth_loss()
         self.gauss_opt.zero_grad(set_to_none=True)
         self.net_opt.zero_grad(set_to_none=True)
         loss.backward()
