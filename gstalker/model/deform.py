@@ -180,7 +180,8 @@ class TorsoDeformation(nn.Module):
     The pose becomes 6 numbers (axis-angle of the rotation relative to a reference rotation,
     and the translation), normalised to about [-1, 1] by buffers that
     `fit_pose_normalization(training viewmats)` sets (identity / zero / one until then), then
-    positional-encoded with `pose_freqs` (6) frequencies: 6 * 2 * 6 = 72 inputs.
+    positional-encoded with `pose_freqs` frequencies (6 * 2 * pose_freqs inputs; the model's
+    default config uses 2, see `talker.DEFAULT_CONFIG`).
     """
 
     def __init__(
@@ -217,7 +218,7 @@ class TorsoDeformation(nn.Module):
         self.pose_scale.copy_(((hi - lo) / 2 * margin).clamp_min(1e-3))
 
     def pose_features(self, viewmat: torch.Tensor) -> torch.Tensor:
-        """viewmat [4, 4] (or [..., 4, 4]) -> positional encoding [72] (or [..., 72])."""
+        """viewmat [4, 4] (or [..., 4, 4]) -> positional encoding [12 * pose_freqs] (or [..., 12 * pose_freqs])."""
         p = (pose_to_6d(viewmat.to(self.pose_center), self.pose_reference) - self.pose_center) / self.pose_scale
         return positional_encoding(p, self.pose_freqs)
 
