@@ -400,7 +400,7 @@ class Trainer:
     def code(self, i: int):
         return self.codes(i)[0]
 
-    def mouth_shape_loss(self) -> torch.Tensor:
+    def mouth_shape_loss(self, frames: torch.Tensor | None = None) -> torch.Tensor:
         """The mouth-shape term: in `mouth_shape_batch` (64) random training frames, a linear
         read-out of the audio code against the tracked mouth's opening and width (standardised;
         mean squared error). It reaches only the audio smoother and the read-out. Rendering
@@ -408,9 +408,11 @@ class Trainer:
         frame's window rather than what speech does to the mouth; this term shows it many
         frames' mouths per step, through two numbers that speech sets and tracking noise
         barely moves, so the code carries mouth opening in a form that holds for speech it has
-        not heard (and silence reads as a shut mouth)."""
-        ids = self.data.mouth_shape_ids
-        frames = ids[torch.randint(len(ids), (self.sched.get("mouth_shape_batch", 64),), generator=self.gen)]
+        not heard (and silence reads as a shut mouth). `frames` [B] long: those frames instead of
+        a random batch (the generator untouched)."""
+        if frames is None:
+            ids = self.data.mouth_shape_ids
+            frames = ids[torch.randint(len(ids), (self.sched.get("mouth_shape_batch", 64),), generator=self.gen)]
         frames = frames.to(self.data.mouth_shape.device)
         return F.mse_loss(self.mouth_head(self.codes(frames)), self.data.mouth_shape[frames])
 

@@ -414,11 +414,10 @@ def test_mouth_shape_pretraining_teaches_the_code_the_mouth_and_nothing_else(tmp
     t, clip = face_trainer(tmp_path, mouth_shape_batch=16, mouth_shape_weight=0.1)
     field = [p.detach().clone() for p in t.model.face.parameters()]
     means = t.model.gaussians.head.means.detach().clone()
-    ids = t.data.mouth_shape_ids
 
     def loss_on_every_frame() -> float:  # the term's own batches are a few random frames: noisy
         with torch.no_grad():
-            return torch.nn.functional.mse_loss(t.mouth_head(t.codes(ids)), t.data.mouth_shape[ids]).item()
+            return t.mouth_shape_loss(t.data.mouth_shape_ids).item()
 
     first = loss_on_every_frame()
     calls = []
