@@ -349,15 +349,25 @@ class Trainer:
         return torch.optim.Adam(groups, lr=1e-3, eps=1e-15)
 
     def _network_optimizer(self):
-        tables, other = [], []
+        tables, other, smoother = [], [], []
+        # `smoother_lr` < 1: the audio smoother learns at that share of the network rate in the
+        # deformation stage (its own group; the mouth-shape pretraining has its own optimiser)
+        split = self.sched.get("smoother_lr", 1.0) != 1.0
         for name, p in self.model.named_parameters():
             if name.startswith("gaussians."):
                 continue
-            (tables if name.endswith("encoder.tables") else other).append(p)
+            if name.endswith("encoder.tables"):
+                tables.append(p)
+            else:
+                (smoother if split and name.startswith("smoother.") else other).append(p)
         if self.mouth_head is not None:
             other += list(self.mouth_head.parameters())
-        return torch.optim.Adam([{"params": tables, "lr": NETWORK_LR["tables"], "name": "tables"},
-                                 {"params": other, "lr": NETWORK_LR["other"], "name": "other"}], eps=1e-15)
+        groups = [{"params": tables, "lr": NETWORK_LR["tables"], "name": "tables"},
+                  {"params": other, "lr": NETWORK_LR["other"], "name": "other"}]
+        if smoother:
+            groups.append({"params": smoother, "lr": NETWORK_LR["other"] * self.sched["smoother_lr"],
+                           "name": "smoother"})
+        return torch.optim.Adam(groups, eps=1e-15)
 
     def _update_lr(self):
         # means: exponential decay to 1% over the whole run (3DGS)
@@ -368,7 +378,8 @@ class Trainer:
         # networks: exponential decay to NETWORK_LR_FINAL of their rate over the deformation stage
         td = min(1.0, max(0, self.step_count - self.settings.static_iters) / max(1, self.settings.deform_iters))
         for grp in self.net_opt.param_groups:
-            grp["lr"] = NETWORK_LR[grp["name"]] * math.exp(td * math.log(NETWORK_LR_FINAL))
+            base = NETWORK_LR["other"] * self.sched["smoother_lr"] if grp["name"] == "smoother" else NETWORK_LR[grp["name"]]
+            grp["lr"] = base * math.exp(td * math.log(NETWORK_LR_FINAL))
 
     def loss(self, i: int, out: dict, deform: bool, mouth: dict | None = None):
         """L1 + mask on the frame; in the deformation stage the lip term: L1 (and LPIPS when

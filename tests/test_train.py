@@ -454,3 +454,29 @@ def test_run_training_pretrains_the_code_once_at_the_deformation_stage(tmp_path)
     t2.step()
     assert t.history[-1] == t2.history[-1]
     assert torch.equal(t2.mouth_head.weight, t.mouth_head.weight)
+
+
+def test_smoother_lr_sets_the_audio_smoothers_share_of_the_network_rate(tmp_path):
+    """`smoother_lr` 0: deformation steps leave the audio smoother as pretraining left it while the
+    face field learns; 0.5: the smoother's group runs at half the other networks' decayed rate."""
+    t, _ = face_trainer(tmp_path, smoother_lr=0.0, mouth_shape_weight=0.1)
+    smoother = [p.detach().clone() for p in t.model.smoother.parameters()]
+    field = [p.detach().clone() for p in t.model.face.parameters()]
+    head = t.mouth_head.weight.detach().clone()
+    for _ in range(3):
+        t.step()
+    assert all(torch.equal(a, b) for a, b in zip(smoother, t.model.smoother.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(field, t.model.face.parameters()))
+    assert not torch.equal(head, t.mouth_head.weight)  # the read-out still follows the (fixed) code
+
+    t, _ = face_trainer(tmp_path / "half", smoother_lr=0.5)
+    t.step_count = t.settings.static_iters + t.settings.deform_iters // 2
+    t._update_lr()
+    lr = {g["name"]: g["lr"] for g in t.net_opt.param_groups}
+    assert lr["smoother"] == pytest.approx(0.5 * lr["other"])
+    assert lr["other"] < 5e-4  # decayed
+    names = {id(p) for g in t.net_opt.param_groups if g["name"] == "smoother" for p in g["params"]}
+    assert names == {id(p) for p in t.model.smoother.parameters()}
+
+    t, _ = face_trainer(tmp_path / "default")
+    assert [g["name"] for g in t.net_opt.param_groups] == ["tables", "other"]
