@@ -2,9 +2,10 @@
 of a preprocessed workdir, written out several times from the same run: the last iterate (what
 `gstalker fit` writes) and exponential moving averages of every model tensor (Gaussians, hash
 tables, MLPs, audio smoother) with the given decays, kept from the step where densification
-stops (the Gaussian count is fixed from then on) to the end. Training takes one random frame a
-step, so the last iterate leans towards the last few hundred frames drawn; an average does not.
-Evaluate each file with `gstalker eval` (the same fit, so the comparison is free of the seed).
+stops (the Gaussian count is fixed from then on) to the end. The question: training takes one
+random frame a step, so does the last iterate lean towards the last few hundred frames drawn?
+Evaluate each file with `gstalker eval` (the same fit, so the comparison is free of the seed;
+measured in docs/benchmarks.md, "Averaging the model over the end of training": it does not).
 
     python benchmarks/average_fit.py WORKDIR OUT_PREFIX [--preset cpu] [--seed 0] [--decays 0.99 0.995 0.999]
 
@@ -41,29 +42,26 @@ def main(argv=None) -> int:
     settings = FitSettings.from_preset(args.preset, iters=args.iters, seed=args.seed)
     pv = PreprocessedVideo(args.workdir, "all")
     data = TrainData(pv, torch.device("cpu"))
-    start = settings.static_iters + settings.deform_iters // 2  # densification's last step is before this
 
     class AveragingTrainer(Trainer):
-        averages: dict[float, dict[str, torch.Tensor]] = {}
-
         def step(self) -> None:
             super().step()
-            if self.step_count < start:
+            if self.step_count < self.densify_until:
                 return
             state = {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
             with torch.no_grad():
                 for d in args.decays:
-                    avg = self.averages.get(d)
-                    if avg is None or any(avg[k].shape != v.shape for k, v in state.items()):
-                        self.averages[d] = {k: v.detach().clone() for k, v in state.items()}
+                    if d not in self.averages:
+                        self.averages[d] = {k: v.clone() for k, v in state.items()}
                     else:
                         for k, v in state.items():
-                            avg[k].lerp_(v, 1 - d)
+                            self.averages[d][k].lerp_(v, 1 - d)
 
     t0 = time.monotonic()
     trainer = AveragingTrainer(data, settings, pv.meta["audio_features"], args.workdir)
+    trainer.averages = {}  # decay -> {state_dict key: average}
     stats = run_training(trainer)
-    last = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    last = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     for name, state in [("last", last)] + [(f"ema{d:g}", trainer.averages[d]) for d in args.decays]:
         trainer.model.load_state_dict(state, strict=False)
         heldout = trainer.evaluate(limit=100)

@@ -590,9 +590,15 @@ class Trainer:
             if grad is not None:
                 getattr(self.model.gaussians, part).add_densification_stats(grad * scale, meta["radii"] * radius_scale)
 
+    @property
+    def densify_until(self) -> int:
+        """The step density control stops at (half-way through the deformation stage): from here
+        on the Gaussian count holds."""
+        return self.settings.static_iters + self.settings.deform_iters // 2
+
     def _density_control(self):
         s, sched = self.step_count, self.sched
-        until = self.settings.static_iters + self.settings.deform_iters // 2
+        until = self.densify_until
         every = sched["densify_every"]
         g = self.model.gaussians
         if every and s >= min(500, self.settings.static_iters // 3) and s < until and s % every == 0:
