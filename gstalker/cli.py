@@ -49,6 +49,44 @@ def _user_errors():
         fail(str(e))
 
 
+@contextmanager
+def _interrupts(kept):
+    """Ctrl-C, or a kill (SIGTERM: `timeout`, a job scheduler, a container stopping) -> one line
+    saying what was kept (`kept`: the words, or a function giving them at that moment), and exit
+    130. A kill arrives as KeyboardInterrupt too, so it unwinds like Ctrl-C: half-written files
+    are removed (`serialization.atomic_path`) and `fit` writes its checkpoint, where the default
+    SIGTERM would stop the process with neither."""
+    import signal
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (the CLI called from a worker): SIGTERM stays as it was
+        previous = None
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(f"gstalker: interrupted; {kept() if callable(kept) else kept}", err=True)
+        raise typer.Exit(code=130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _kept_in(workdir: Path, training: bool = False) -> str:
+    """What an interrupted preprocess or fit leaves in `workdir`, and how to go on from it (a
+    workdir that run created is removed again, so it may hold nothing)."""
+    from .train import CHECKPOINT
+
+    if training and (workdir / CHECKPOINT).exists():
+        return f"the checkpoint is in {workdir}. Continue with the same command plus --resume"
+    if workdir.is_dir():
+        return f"finished preprocessing stages are kept in {workdir}; the same command continues"
+    return "nothing written"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"gstalker {__version__}")
@@ -125,7 +163,7 @@ def preprocess(
 
     from .preprocess import preprocess as run_preprocess
 
-    with _user_warnings(), _quiet_native_logs(), _user_errors():
+    with _user_warnings(), _quiet_native_logs(), _user_errors(), _interrupts(lambda: _kept_in(Path(workdir))):
         wd = run_preprocess(
             video, workdir, size=size, audio_features=audio_features, start=start, end=end,
             force=force, progress=True, av_offset=_av_offset(av_offset),
@@ -175,16 +213,11 @@ def fit(
     """Preprocess a video and train a model of the person in it: one .safetensors file."""
     from .api import fit as run_fit
 
-    with _user_warnings(), _quiet_native_logs(), _user_errors():
-        try:
-            path = run_fit(video, out, preset=preset, workdir=workdir, iters=iters, size=size,
-                           audio_features=audio_features, device=device, resume=resume, seed=seed, lpips=lpips,
-                           start=start, end=end, progress=True, av_offset=_av_offset(av_offset))
-        except KeyboardInterrupt:
-            wd = workdir or str(Path(video).with_name(Path(video).stem + ".gstalker"))
-            typer.echo(f"gstalker: interrupted; the checkpoint is in {wd}. Continue with the same command "
-                       "plus --resume", err=True)
-            raise typer.Exit(code=130)
+    wd = Path(workdir) if workdir else Path(video).with_name(Path(video).stem + ".gstalker")
+    with _user_warnings(), _quiet_native_logs(), _user_errors(), _interrupts(lambda: _kept_in(wd, training=True)):
+        path = run_fit(video, out, preset=preset, workdir=workdir, iters=iters, size=size,
+                       audio_features=audio_features, device=device, resume=resume, seed=seed, lpips=lpips,
+                       start=start, end=end, progress=True, av_offset=_av_offset(av_offset))
     from .serialization import load_file
 
     summary = load_file(path)[1]["summary"]
@@ -207,7 +240,7 @@ def speak(
 
     if not 0 <= crf <= 51:
         fail(f"--crf must be between 0 and 51, got {crf}")
-    with _user_warnings(), _user_errors():
+    with _user_warnings(), _user_errors(), _interrupts("nothing written"):
         talker = load(model, device=device, size=size)
         path = talker.speak(audio, out=out, poses=poses, crf=crf, progress=True)
     typer.echo(f"{path}: rendered at {talker.last_render_fps:.1f} frames/s (encoding excluded)")
@@ -255,13 +288,9 @@ def eval_(
     if out is None:
         out = str(Path(model).with_suffix(".cross.eval.json" if audio else ".eval.json"))
     plot = mouth_plot_path(out)
-    with _user_warnings(), _quiet_native_logs(), _user_errors():
-        try:
-            report = evaluate(model, workdir, out=out, video=video, device=device, max_frames=max_frames,
-                              progress=True, audio=audio, plot=plot)
-        except KeyboardInterrupt:
-            typer.echo("gstalker: interrupted; nothing written", err=True)
-            raise typer.Exit(code=130)
+    with _user_warnings(), _quiet_native_logs(), _user_errors(), _interrupts("nothing written"):
+        report = evaluate(model, workdir, out=out, video=video, device=device, max_frames=max_frames,
+                          progress=True, audio=audio, plot=plot)
     typer.echo(format_table(report))
     typer.echo(f"\nreport: {out}\nmouth plot: {plot}" + (f"\nvideo: {video}" if video else ""))
 

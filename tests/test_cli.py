@@ -53,3 +53,39 @@ def test_example_script_runs(tmp_path):
                           "--size", "48", "--views", "3", "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["view_00.png", "view_01.png", "view_02.png"]
+
+
+KILLED_SPEAK = """
+import os, signal, sys, time
+from pathlib import Path
+
+import gstalker.speak
+from gstalker.serialization import atomic_path
+
+
+class Talker:  # speak killed half-way through writing its video
+    last_render_fps = 1.0
+
+    def speak(self, audio, out, **kw):
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"half a video")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+
+
+gstalker.speak.load = lambda *a, **k: Talker()
+from gstalker.cli import app
+
+app(["speak", "model.safetensors", "speech.wav", "-o", sys.argv[1]])
+"""
+
+
+def test_a_killed_command_says_so_and_leaves_no_half_written_file(tmp_path):
+    """SIGTERM (`timeout`, a job scheduler) unwinds like Ctrl-C: one line, exit 130, and the temp
+    file beside the output removed, where the default SIGTERM would leave it behind."""
+    out = tmp_path / "out" / "talk.mp4"
+    out.parent.mkdir()
+    result = subprocess.run([sys.executable, "-c", KILLED_SPEAK, str(out)], capture_output=True, text=True, timeout=50)
+    assert result.returncode == 130, (result.returncode, result.stderr)
+    assert result.stderr.strip().splitlines()[-1] == "gstalker: interrupted; nothing written"
+    assert list(out.parent.iterdir()) == []
