@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     from gstalker.data import PreprocessedVideo
     from gstalker.evaluate import speaker_mouth
     from gstalker.metrics import correlation, mouth_jitter, mouth_opening_ratio
-    from other_speakers import CLIPS, MEDIA
+    from other_speakers import speaker_videos
 
     talker = gstalker.load(args.model, device="cpu", backend="torch")
     model = talker.model
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     for speech in args.audio:
         row(speech.name, *driven(speech), None, f"{mouth_jitter(real[:val]):.3f} (training frames)")
     speakers = []
-    videos = [] if args.speakers is None else args.speakers or [MEDIA / c for c in CLIPS]
+    videos = [] if args.speakers is None else speaker_videos(args.speakers)
     for video in videos:
         wave, their = speaker_mouth(video, progress=False, workdir=args.cache / video.stem)
         codes, viewmats, eyes = driven(wave)

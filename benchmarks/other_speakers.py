@@ -29,6 +29,18 @@ CLIPS = ["latentsync_demo2.mp4", "latentsync_demo1.mp4", "retalking_face2.mp4", 
          "retalking_face5.mp4"]
 
 
+def speaker_videos(videos: list[Path]) -> list[Path]:
+    """The videos to drive with (CLIPS from ../shared/media when none are given); exits with one
+    line naming the first that is missing (speaker_mouth would return None for it)."""
+    default = not videos
+    videos = videos or [MEDIA / c for c in CLIPS]
+    for video in videos:
+        if not video.is_file():
+            hint = " (the default clips live in ../shared/media beside the repository)" if default else ""
+            sys.exit(f"{Path(sys.argv[0]).name}: no such video: {video}; give videos of people talking{hint}")
+    return videos
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)
@@ -40,7 +52,7 @@ def main(argv=None) -> int:
     import gstalker  # noqa: F401  (OMP_WAIT_POLICY before torch)
     from gstalker.cli import _quiet_native_logs
 
-    videos = args.videos or [MEDIA / c for c in CLIPS]
+    videos = speaker_videos(args.videos)
     with _quiet_native_logs():  # MediaPipe's start-up chatter
         return _measure(args, videos)
 
