@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from .errors import GstalkerError
 from .data import FPS, SAMPLES_PER_FRAME, check_frame_size
-from .metrics import EYE_CORNERS, Lpips, box_slices, mouth_opening_ratio, mouth_width_ratio, psnr
+from .metrics import (EYE_CORNERS, LOWER_LIP, MOUTH_CORNERS, UPPER_LIP, Lpips, box_slices, mouth_opening_ratio,
+                      mouth_width_ratio, psnr)
 from .model import GaussianModel, Gaussians, neighbour_index
 from .preprocess.eyelip import SPEECH_POINTS, deform_regions
 from .progress import Progress
@@ -138,7 +139,7 @@ class TrainData:
         # tracked face-mesh points [n, 478, 2] in frame pixels: the landmark term's targets
         landmarks = video.tracks.get("landmarks") if self.template is not None else None
         self.landmarks = None if landmarks is None else torch.as_tensor(landmarks, dtype=torch.float32, device=device)
-        self.mouth_shape, self.mouth_shape_ids = self._mouth_shape(video, device)
+        self.mouth_shape, self.mouth_shape_ids, self.mouth_shape_std = self._mouth_shape(video, device)
         self.audio = torch.as_tensor(video.audio_features(), dtype=torch.float32, device=device)
         self.background = torch.as_tensor(video.background, dtype=torch.float32, device=device)
         self.train_ids, self.val_ids = video.train_ids, video.heldout_ids
@@ -182,19 +183,21 @@ class TrainData:
     def _mouth_shape(video, device):
         """The tracked mouth's opening and width over the eye distance, standardised over the
         training frames: ([n, 2] float32 on `device`, the training frames with a tracked mouth
-        [M] int64), or (None, None) without landmarks."""
+        [M] int64, the two ratios' standard deviations over those frames [2] float32), or
+        (None, None, None) without landmarks."""
         landmarks = getattr(video, "tracks", {}).get("landmarks")
         if landmarks is None:
-            return None, None
+            return None, None, None
         landmarks = np.asarray(landmarks, dtype=np.float64)
         shape = np.stack([mouth_opening_ratio(landmarks), mouth_width_ratio(landmarks)], -1)
         ids = np.asarray(video.train_ids)
         ids = ids[np.isfinite(shape[ids]).all(-1)]
         if len(ids) < 2:
-            return None, None
-        shape = (shape - shape[ids].mean(0)) / np.maximum(shape[ids].std(0), 1e-6)
+            return None, None, None
+        std = np.maximum(shape[ids].std(0), 1e-6)
+        shape = (shape - shape[ids].mean(0)) / std
         return (torch.as_tensor(np.nan_to_num(shape), dtype=torch.float32, device=device),
-                torch.as_tensor(ids, dtype=torch.long))
+                torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(std, dtype=torch.float32, device=device))
 
     def frame(self, i: int):
         """(image [H, W, 3] float, head mask [H, W, 1], torso mask [H, W, 1]) of frame i."""
@@ -326,6 +329,11 @@ class Trainer:
         self.lpips = Lpips(data.device, settings.lpips, download=True, pretrained_backbone=lpips_pretrained)
 
     @property
+    def _field_mouth_on(self) -> bool:
+        return bool(self.sched.get("field_mouth_weight", 0)) and self.data.mouth_shape is not None \
+            and self.data.landmarks is not None
+
+    @property
     def _mouth_shape_on(self) -> bool:
         return self.data.mouth_shape is not None and bool(
             self.sched.get("mouth_shape_weight", 0) or self.sched.get("mouth_shape_pretrain", 0))
@@ -411,6 +419,14 @@ class Trainer:
     def code(self, i: int):
         return self.codes(i)[0]
 
+    def _mouth_shape_frames(self, frames: torch.Tensor | None) -> torch.Tensor:
+        """`frames` [B] long, or `mouth_shape_batch` (64) random training frames with a tracked
+        mouth (drawn from the trainer's generator), on the data's device."""
+        if frames is None:
+            ids = self.data.mouth_shape_ids
+            frames = ids[torch.randint(len(ids), (self.sched.get("mouth_shape_batch", 64),), generator=self.gen)]
+        return frames.to(self.data.mouth_shape.device)
+
     def mouth_shape_loss(self, frames: torch.Tensor | None = None) -> torch.Tensor:
         """The mouth-shape term: in `mouth_shape_batch` (64) random training frames, a linear
         read-out of the audio code against the tracked mouth's opening and width (standardised;
@@ -421,10 +437,7 @@ class Trainer:
         barely moves, so the code carries mouth opening in a form that holds for speech it has
         not heard (and silence reads as a shut mouth). `frames` [B] long: those frames instead of
         a random batch (the generator untouched)."""
-        if frames is None:
-            ids = self.data.mouth_shape_ids
-            frames = ids[torch.randint(len(ids), (self.sched.get("mouth_shape_batch", 64),), generator=self.gen)]
-        frames = frames.to(self.data.mouth_shape.device)
+        frames = self._mouth_shape_frames(frames)
         return F.mse_loss(self.mouth_head(self.codes(frames)), self.data.mouth_shape[frames])
 
     def pretrain_mouth_shape(self, steps: int, on_step=None) -> float:
@@ -442,6 +455,30 @@ class Trainer:
             if on_step:
                 on_step()
         return float(loss.detach())
+
+    def field_mouth_loss(self, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """The field-mouth term: in `mouth_shape_batch` (64) random training frames, the face
+        field's own mouth (the template's inner-lip points 13-14 and lip corners 61-291, moved
+        with each frame's audio code and eye, projected with its pose) as opening and width over
+        the tracked eye distance, against the tracked mouth's, both standardised by the tracked
+        ratios' spread and centred over the batch (mean squared error). The code is detached:
+        the term teaches the face field how far to move the lips for the code the mouth-shape
+        term made, not the code to name frames (the landmark term's failure). Why: the code
+        carries 68-76% of a held-out mouth's amplitude, the field's lips move about a third of
+        the real ones' (docs/benchmarks.md, "Where the mouth's amplitude is lost"). `frames` [B]
+        long: those frames instead of a random batch (the generator untouched)."""
+        data, model = self.data, self.model
+        frames = self._mouth_shape_frames(frames)
+        tracked = data.landmarks[frames]  # [B, 478, 2]
+        index = [UPPER_LIP, LOWER_LIP, *MOUTH_CORNERS]
+        points = torch.as_tensor(data.template[index], dtype=torch.float32, device=data.device)
+        moved = model.deform_points(points, self.codes(frames).detach(), data.eyes[frames], backend=self.backend)
+        uv = project_points(moved, data.viewmats[frames], data.K)  # [B, 4, 2]
+        eye = (tracked[:, EYE_CORNERS[0]] - tracked[:, EYE_CORNERS[1]]).norm(dim=-1).clamp_min(1.0)  # [B]
+        field = torch.stack([(uv[:, 0] - uv[:, 1]).norm(dim=-1), (uv[:, 2] - uv[:, 3]).norm(dim=-1)], -1)
+        field = field / eye[:, None] / data.mouth_shape_std  # [B, 2], in the tracked ratios' std
+        target = data.mouth_shape[frames]
+        return F.mse_loss(field - field.mean(0), target - target.mean(0))
 
     def landmark_loss(self) -> torch.Tensor:
         """The speech points' shape (`SPEECH_POINTS`: lips and chin) in `landmark_batch` random
@@ -540,6 +577,8 @@ class Trainer:
             loss = loss + self.sched["landmark_weight"] * self.landmark_loss()
         if deform and self.mouth_head is not None and self.sched.get("mouth_shape_weight", 0):
             loss = loss + self.sched["mouth_shape_weight"] * self.mouth_shape_loss()
+        if deform and self._field_mouth_on:
+            loss = loss + self.sched["field_mouth_weight"] * self.field_mouth_loss()
         self.gauss_opt.zero_grad(set_to_none=True)
         self.net_opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -432,6 +432,81 @@ def test_mouth_shape_pretraining_teaches_the_code_the_mouth_and_nothing_else(tmp
     assert torch.equal(means, t.model.gaussians.head.means)
 
 
+def test_field_mouth_term_is_the_template_mouths_centred_error(tmp_path):
+    """A fresh face field moves nothing, so the term is the rigid template's mouth (inner-lip gap
+    13-14, lip corners 61-291, projected with each frame's pose, over the tracked eye distance)
+    against the tracked mouth, both in the tracked ratios' standard deviations and centred over
+    the batch: computed here independently from the clip's own tracks."""
+    from gstalker.metrics import mouth_opening_ratio, mouth_width_ratio
+
+    t, clip = face_trainer(tmp_path, mouth_shape_batch=8)
+    state = t.gen.get_state()
+    loss = t.field_mouth_loss().item()
+    t.gen.set_state(state)
+    ids = t.data.mouth_shape_ids
+    frames = ids[torch.randint(len(ids), (8,), generator=t.gen)]
+    lm = clip.tracks["landmarks"].double()
+    train = ids.numpy()
+    ratios = [mouth_opening_ratio(lm.numpy()), mouth_width_ratio(lm.numpy())]
+    std = torch.tensor([r[train].std() for r in ratios])
+    tracked = torch.stack([torch.as_tensor(r)[frames] for r in ratios], -1) / std
+    v = clip.viewmats[frames].double()
+    cam = clip.tracks["template"].double()[[13, 14, 61, 291]] @ v[:, :3, :3].transpose(1, 2) + v[:, None, :3, 3]
+    uv = cam[..., :2] / cam[..., 2:] * float(clip.K[0, 0])
+    eye = (lm[frames, 33] - lm[frames, 263]).norm(dim=-1)
+    rigid = torch.stack([(uv[:, 0] - uv[:, 1]).norm(dim=-1), (uv[:, 2] - uv[:, 3]).norm(dim=-1)], -1) / eye[:, None] / std
+    expected = ((rigid - rigid.mean(0)) - (tracked - tracked.mean(0))).pow(2).mean()
+    assert loss == pytest.approx(float(expected), rel=1e-3)
+    assert loss > 0.3  # the opening mouth is there to learn: the rigid template's barely varies
+
+
+def test_field_mouth_term_teaches_the_face_field_and_not_the_code(tmp_path):
+    """After the mouth-shape pretraining has put the opening into the code, the field-mouth term
+    alone trains the face field until its lips open with the mouth that drives the audio
+    features; the audio smoother and the Gaussians are not touched by it (the code is detached)."""
+    t, clip = face_trainer(tmp_path, mouth_shape_batch=16)
+    t.pretrain_mouth_shape(150)
+    smoother = [p.detach().clone() for p in t.model.smoother.parameters()]
+    means = t.model.gaussians.head.means.detach().clone()
+
+    def loss_on_every_frame() -> float:
+        with torch.no_grad():
+            return t.field_mouth_loss(t.data.mouth_shape_ids).item()
+
+    first = loss_on_every_frame()
+    for _ in range(150):
+        loss = t.field_mouth_loss()
+        t.net_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t.net_opt.step()
+    after = loss_on_every_frame()
+    print(f"field-mouth loss on every frame: {first:.3f} -> {after:.3f}")
+    assert after < 0.5 * first
+    points = torch.as_tensor(t.data.template[[13, 14]], dtype=torch.float32)
+    with torch.no_grad():
+        codes = t.model.codes(t.data.audio)
+        moved = t.model.deform_points(points, codes, t.data.eyes)  # [30, 2, 3]
+    gap = (moved[:, 0] - moved[:, 1]).norm(dim=-1).numpy()
+    assert np.corrcoef(gap, clip.opening)[0, 1] > 0.9
+    assert all(torch.equal(a, b) for a, b in zip(smoother, t.model.smoother.parameters()))
+    assert torch.equal(means, t.model.gaussians.head.means)
+
+
+def test_full_steps_add_the_field_mouth_term_in_the_deformation_stage_only(tmp_path):
+    t, _ = face_trainer(tmp_path, mouth_shape_batch=4, field_mouth_weight=0.1)
+    calls = []
+    original = t.field_mouth_loss
+    t.field_mouth_loss = lambda: (calls.append(t.stage), original())[1]
+    t.step()
+    t.step_count = 0
+    t.step()
+    assert calls == ["deform"]
+    t.sched["field_mouth_weight"] = 0.0
+    t.step_count = t.settings.static_iters
+    t.step()
+    assert calls == ["deform"]
+
+
 def test_run_training_pretrains_the_code_once_at_the_deformation_stage(tmp_path):
     """run_training pretrains at the stage boundary, once; full deformation steps then add the term
     (and static steps never); a resumed run goes on bit for bit, the read-out included."""
