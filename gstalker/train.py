@@ -41,11 +41,14 @@ PRESETS = {
     # the mouth learned from a 96 px patch of preprocessing's high-resolution crops (docs/training.md)
     # (mouth_steps=3 with 1000 full deformation steps was measured and fitted the mouth worse; landmark_weight=1
     # fitted the training mouth far better and synced worse with foreign speech; the mouth-shape term lifted the
-    # training-frame mouth fit r 0.28 -> 0.85 and held-out lip_corr 0.24 -> 0.40/0.68 over two seeds: docs/benchmarks.md)
+    # training-frame mouth fit r 0.28 -> 0.85 and held-out lip_corr 0.24 -> 0.40/0.68 over two seeds;
+    # the field-mouth term, against the preset on the same machine: held-out lip_corr 0.49/0.48 -> 0.57/0.61, cross-driven
+    # av_sync 0.20/0.32 -> 0.28/0.35, both seeds: docs/benchmarks.md)
     "cpu": dict(size=128, static_iters=1000, deform_iters=2000, n_head=2000, n_torso=1500, max_gaussians=8000,
                 densify_every=100, opacity_reset_every=0, preview_every=500, log2_table_size=14,
                 mouth_weight=1.0, mouth_px=96, mouth_steps=0, landmark_weight=0.0, landmark_batch=16,
-                audio_augment=0.0, mouth_shape_weight=0.1, mouth_shape_pretrain=1500, mouth_shape_batch=64),
+                audio_augment=0.0, mouth_shape_weight=0.1, mouth_shape_pretrain=1500, mouth_shape_batch=64,
+                field_mouth_weight=0.1),
     # the default on a CUDA GPU: what about 15 minutes on an RTX 3090-class GPU allows (the mouth-shape term as in
     # `cpu`: on an H200, 4,745 iterations of the interview clip, held-out lip_corr 0.34 -> 0.46, mouth motion 40% ->
     # 71% of the real one; without it 12,974 iterations fell to 0.14: docs/benchmarks.md)
