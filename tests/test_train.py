@@ -348,16 +348,20 @@ def test_landmark_term_teaches_the_audio_path_to_open_the_mouth(tmp_path):
     assert np.corrcoef(drop, clip.opening)[0, 1] > 0.9
 
 
-def test_full_steps_add_the_landmark_term_in_the_deformation_stage_only(tmp_path):
-    t, _ = face_trainer(tmp_path, landmark_batch=4, landmark_weight=1.0)
+@pytest.mark.parametrize("term, settings", [("landmark", dict(landmark_batch=4, landmark_weight=1.0)),
+                                             ("field_mouth", dict(mouth_shape_batch=4, field_mouth_weight=0.1))])
+def test_full_steps_add_a_geometry_term_in_the_deformation_stage_only(tmp_path, term, settings):
+    """The landmark and field-mouth terms join deformation steps, never static ones, and a zero
+    weight turns them off."""
+    t, _ = face_trainer(tmp_path, **settings)
     calls = []
-    original = t.landmark_loss
-    t.landmark_loss = lambda: (calls.append(t.stage), original())[1]
+    original = getattr(t, f"{term}_loss")
+    setattr(t, f"{term}_loss", lambda: (calls.append(t.stage), original())[1])
     t.step()
     t.step_count = 0
     t.step()
     assert calls == ["deform"]
-    t.sched["landmark_weight"] = 0.0
+    t.sched[f"{term}_weight"] = 0.0
     t.step_count = t.settings.static_iters
     t.step()
     assert calls == ["deform"]
@@ -490,21 +494,6 @@ def test_field_mouth_term_teaches_the_face_field_and_not_the_code(tmp_path):
     assert np.corrcoef(gap, clip.opening)[0, 1] > 0.9
     assert all(torch.equal(a, b) for a, b in zip(smoother, t.model.smoother.parameters()))
     assert torch.equal(means, t.model.gaussians.head.means)
-
-
-def test_full_steps_add_the_field_mouth_term_in_the_deformation_stage_only(tmp_path):
-    t, _ = face_trainer(tmp_path, mouth_shape_batch=4, field_mouth_weight=0.1)
-    calls = []
-    original = t.field_mouth_loss
-    t.field_mouth_loss = lambda: (calls.append(t.stage), original())[1]
-    t.step()
-    t.step_count = 0
-    t.step()
-    assert calls == ["deform"]
-    t.sched["field_mouth_weight"] = 0.0
-    t.step_count = t.settings.static_iters
-    t.step()
-    assert calls == ["deform"]
 
 
 def test_run_training_pretrains_the_code_once_at_the_deformation_stage(tmp_path):
