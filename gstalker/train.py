@@ -202,6 +202,12 @@ class TrainData:
         return (torch.as_tensor(np.nan_to_num(shape), dtype=torch.float32, device=device),
                 torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(std, dtype=torch.float32, device=device))
 
+    def eye_distance(self, frames: torch.Tensor) -> torch.Tensor:
+        """The tracked eye-corner distance (33-263) of `frames` [B] long, in frame pixels and at
+        least 1: [B] float32, the unit the landmark and field-mouth terms measure lips in."""
+        tracked = self.landmarks[frames]
+        return (tracked[:, EYE_CORNERS[0]] - tracked[:, EYE_CORNERS[1]]).norm(dim=-1).clamp_min(1.0)
+
     def frame(self, i: int):
         """(image [H, W, 3] float, head mask [H, W, 1], torso mask [H, W, 1]) of frame i."""
         item = self._cache.get(i)
@@ -472,14 +478,12 @@ class Trainer:
         long: those frames instead of a random batch (the generator untouched)."""
         data, model = self.data, self.model
         frames = self._mouth_shape_frames(frames)
-        tracked = data.landmarks[frames]  # [B, 478, 2]
         index = [UPPER_LIP, LOWER_LIP, *MOUTH_CORNERS]
         points = torch.as_tensor(data.template[index], dtype=torch.float32, device=data.device)
         moved = model.deform_points(points, self.codes(frames).detach(), data.eyes[frames], backend=self.backend)
         uv = project_points(moved, data.viewmats[frames], data.K)  # [B, 4, 2]
-        eye = (tracked[:, EYE_CORNERS[0]] - tracked[:, EYE_CORNERS[1]]).norm(dim=-1).clamp_min(1.0)  # [B]
         field = torch.stack([(uv[:, 0] - uv[:, 1]).norm(dim=-1), (uv[:, 2] - uv[:, 3]).norm(dim=-1)], -1)
-        field = field / eye[:, None] / data.mouth_shape_std  # [B, 2], in the tracked ratios' std
+        field = field / data.eye_distance(frames)[:, None] / data.mouth_shape_std  # [B, 2], in the tracked ratios' std
         target = data.mouth_shape[frames]
         return F.mse_loss(field - field.mean(0), target - target.mean(0))
 
@@ -501,7 +505,7 @@ class Trainer:
         codes = self.codes(frames)  # [B, code_dim]
         moved = model.deform_points(points, codes, data.eyes[frames], backend=self.backend)  # [B, P, 3]
         uv = project_points(moved, data.viewmats[frames], data.K)
-        scale = (tracked[:, EYE_CORNERS[0]] - tracked[:, EYE_CORNERS[1]]).norm(dim=-1).clamp_min(1.0)  # [B]
+        scale = data.eye_distance(frames)  # [B]
         err = ((uv - uv.mean(1, keepdim=True)) - (target - target.mean(1, keepdim=True))).norm(dim=-1)  # [B, P]
         err = torch.where(ok[:, None], err / scale[:, None], torch.zeros_like(err))
         return err.sum() / (ok.sum() * len(SPEECH_POINTS)).clamp_min(1)
