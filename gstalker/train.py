@@ -42,8 +42,8 @@ PRESETS = {
     # (mouth_steps=3 with 1000 full deformation steps was measured and fitted the mouth worse; landmark_weight=1
     # fitted the training mouth far better and synced worse with foreign speech; the mouth-shape term lifted the
     # training-frame mouth fit r 0.28 -> 0.85 and held-out lip_corr 0.24 -> 0.40/0.68 over two seeds;
-    # the field-mouth term, against the preset on the same machine, three seeds: cross-driven av_sync 0.20/0.32/0.20 ->
-    # 0.28/0.35/0.25, held-out lip_corr 0.49/0.48/0.54 -> 0.57/0.61/0.49, the mouth's motion either way: docs/benchmarks.md)
+    # the field-mouth term, against the preset on the same machine, four seeds: held-out lip_corr 0.49 -> 0.54 and
+    # cross-driven av_sync 0.27 -> 0.30 on average (each up on three seeds), the mouth's motion either way: docs/benchmarks.md)
     "cpu": dict(size=128, static_iters=1000, deform_iters=2000, n_head=2000, n_torso=1500, max_gaussians=8000,
                 densify_every=100, opacity_reset_every=0, preview_every=500, log2_table_size=14,
                 mouth_weight=1.0, mouth_px=96, mouth_steps=0, landmark_weight=0.0, landmark_batch=16,
