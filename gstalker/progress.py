@@ -35,7 +35,6 @@ class _LogTask:
         self.start = self.last = time.monotonic()
         self.info = ""
         self.finished = False
-        self.shown = None  # (count, total) of the last line
 
     def _line(self, now: float) -> None:
         elapsed = now - self.start
@@ -43,7 +42,6 @@ class _LogTask:
         rate = done / elapsed if elapsed > 0 and done > 0 else None
         eta = _clock((self.total - self.n) / rate) if rate else "-"
         speed = f"{rate:.1f} {self.unit}/s" if rate else f"- {self.unit}/s"
-        self.shown = (self.n, self.total)
         print(f"{self.name}: {self.n}/{self.total}  {speed}  elapsed {_clock(elapsed)}  eta {eta}  {self.info}".rstrip(),
               file=sys.stderr, flush=True)
 
@@ -61,7 +59,7 @@ class _LogTask:
 
     def done(self, count: int | None = None) -> None:
         n = self.total if count is None else count
-        if self.finished and self.shown == (n, n):
+        if self.finished and self.n == self.total == n:  # its end line is out already
             return
         self.n = self.total = n
         self.finished = True
