@@ -234,6 +234,7 @@ def speak(
     poses: str = typer.Option("playback", "--poses", help="playback (training poses back and forth) or still."),
     size: Optional[int] = typer.Option(None, "--size", help="Side of the output frames, pixels (default: the training size)."),
     crf: int = typer.Option(18, "--crf", help="H.264 quality: lower is better and larger (0-51)."),
+    mouth_gain: Optional[float] = typer.Option(None, "--mouth-gain", help="How far the speech moves the mouth, over the model's own (1: as trained; default: the gain fit chose, 1.3 for the cpu preset)."),
 ) -> None:
     """Make the model's person say AUDIO: a lip-synced mp4 with the audio muxed in."""
     from .speak import load
@@ -241,7 +242,7 @@ def speak(
     if not 0 <= crf <= 51:
         fail(f"--crf must be between 0 and 51, got {crf}")
     with _user_warnings(), _user_errors(), _interrupts("nothing written"):
-        talker = load(model, device=device, size=size)
+        talker = load(model, device=device, size=size, mouth_gain=mouth_gain)
         path = talker.speak(audio, out=out, poses=poses, crf=crf, progress=True)
     typer.echo(f"{path}: rendered at {talker.last_render_fps:.1f} frames/s (encoding excluded)")
 
@@ -257,6 +258,7 @@ def serve(
     max_mb: float = typer.Option(50.0, "--max-mb", help="Largest upload (MB)."),
     max_clients: int = typer.Option(8, "--max-clients", help="Streams at once; more are told to wait."),
     delay_ms: Optional[float] = typer.Option(None, "--delay-ms", help="Playback delay on the page (default: the look-ahead + 240 ms to render); frames later than it are dropped."),
+    mouth_gain: Optional[float] = typer.Option(None, "--mouth-gain", help="How far the speech moves the mouth, over the model's own (1: as trained; default: the gain fit chose, 1.3 for the cpu preset)."),
 ) -> None:
     """Serve a page where the model's person says a speech file or your microphone, live."""
     if not 0 < port < 65536:
@@ -266,7 +268,7 @@ def serve(
 
         # a busy or forbidden port is a GstalkerError too (serve tries to bind it first)
         run_serve(model, host=host, port=port, device=device, size=size, max_seconds=max_seconds, max_mb=max_mb,
-                  max_clients=max_clients, delay_ms=delay_ms)
+                  max_clients=max_clients, delay_ms=delay_ms, mouth_gain=mouth_gain)
 
 
 @app.command(name="eval")
@@ -278,6 +280,7 @@ def eval_(
     video: Optional[str] = typer.Option(None, "--video", help="Also write this mp4: real | rendered | difference (x4) side by side with the tail's audio, or with --audio the rendered frames with the speech."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Score only the first N held-out frames, or N frames of the speech (default: all)."),
+    mouth_gain: Optional[float] = typer.Option(None, "--mouth-gain", help="How far the speech moves the mouth, over the model's own (1: as trained; default: the gain fit chose, 1.3 for the cpu preset)."),
 ) -> None:
     """Score MODEL. Self-driven (default): on its video's held-out tail, PSNR, SSIM, LPIPS, LMD,
     lip-motion correlation, render speed and lip sync (av_sync, av_lag, mouth_motion,
@@ -290,7 +293,7 @@ def eval_(
     plot = mouth_plot_path(out)
     with _user_warnings(), _quiet_native_logs(), _user_errors(), _interrupts("nothing written"):
         report = evaluate(model, workdir, out=out, video=video, device=device, max_frames=max_frames,
-                          progress=True, audio=audio, plot=plot)
+                          progress=True, audio=audio, plot=plot, mouth_gain=mouth_gain)
     typer.echo(format_table(report))
     typer.echo(f"\nreport: {out}\nmouth plot: {plot}" + (f"\nvideo: {video}" if video else ""))
 

@@ -263,6 +263,7 @@ def evaluate(
     lpips: Lpips | None = None,
     audio: str | os.PathLike | None = None,
     plot: str | os.PathLike | bool | None = None,
+    mouth_gain: float | None = None,
 ) -> dict:
     """Evaluate `model` against `workdir` (the preprocessing workdir it was fitted from).
 
@@ -274,7 +275,8 @@ def evaluate(
 
     Returns the report (see `format_table`); `out` also writes it as JSON. `plot`: the mouth
     figure (PNG) path; None (default) writes it beside `out` as `<out stem>.mouth.png` when `out`
-    is given, False writes none. All files atomically. max_frames: only the first N frames."""
+    is given, False writes none. All files atomically. max_frames: only the first N frames.
+    mouth_gain: render with this gain instead of the model's (`gstalker.load`); the report keeps it."""
     from .api import resolve_device
     from .speak import load
 
@@ -285,14 +287,15 @@ def evaluate(
     if max_frames is not None and max_frames < 1:
         raise GstalkerError(f"--max-frames must be at least 1, got {max_frames}")
     pv = _open_workdir(workdir)
-    talker = load(model, device=str(dev.type), backend=backend)
+    talker = load(model, device=str(dev.type), backend=backend, mouth_gain=mouth_gain)
     _check_pair(talker, pv, model, workdir)
     if audio is None:
         report, series = _evaluate_self(talker, pv, dev, video, max_frames, progress, lpips)
     else:
         report, series = _evaluate_cross(talker, pv, dev, Path(audio), video, max_frames, progress)
     report = {"schema": SCHEMA, "mode": "self" if audio is None else "cross", "gstalker_version": _version(),
-              "model": {"path": str(model), "sha256": file_sha256(model)}, "workdir": str(workdir), **report}
+              "model": {"path": str(model), "sha256": file_sha256(model), "mouth_gain": talker.mouth_gain},
+              "workdir": str(workdir), **report}
     if plot is not None:
         plot_mouth(series, plot)
     if out is not None:
@@ -784,7 +787,8 @@ def format_table(report: dict) -> str:
             return f"{v:+.0f}"
         return f"{v:.4f}" if name in ("ssim", "ssim_face", "lpips", "mouth_motion") else f"{v:.3f}"
 
-    model = f"model {Path(report['model']['path']).name} (sha256 {report['model']['sha256'][:12]}), "
+    model = f"model {Path(report['model']['path']).name} (sha256 {report['model']['sha256'][:12]}"
+    model += f", mouth gain {report['model']['mouth_gain']:g}), " if "mouth_gain" in report["model"] else "), "
     where = f"{report['size'][0]}x{report['size'][1]}, {report['device']} ({report['device_name']})"
     if report.get("mode") == "cross":
         a = report["audio"]

@@ -17,8 +17,9 @@ import torch
 from .errors import GstalkerError, ModelFileError, first_line
 
 # 2: the model holds audio_mean and audio_std (format 1 files load as identity); 3: speech_mean
-# (format 2 files load without speech-mean normalisation)
-FORMAT_VERSION = 3
+# (format 2 files load without speech-mean normalisation); 4: code_mean and config["mouth_gain"]
+# (format 3 files speak at gain 1 and refuse another)
+FORMAT_VERSION = 4
 META_KEY = "gstalker"
 
 

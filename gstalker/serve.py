@@ -412,7 +412,7 @@ class _App:
 
 def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
           size: int | None = None, max_seconds: float = 600.0, max_mb: float = 50.0, max_clients: int = 8,
-          delay_ms: float | None = None, log_level: str = "warning") -> None:
+          delay_ms: float | None = None, log_level: str = "warning", mouth_gain: float | None = None) -> None:
     """Load `model` and serve the page at http://host:port/ until interrupted."""
     try:
         import uvicorn
@@ -427,7 +427,7 @@ def serve(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 7860, d
             probe.bind((host, port))
         except OSError as e:
             raise GstalkerError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port") from None
-    talker = load(model, device=device, size=size)
+    talker = load(model, device=device, size=size, mouth_gain=mouth_gain)
     if talker.feature_kind != "mel":
         talker._code_stream()  # raises the one-line error
     for _ in talker.stream([np.zeros(SAMPLE_RATE // 5, np.float32)]):  # warm up before the first client waits

@@ -24,9 +24,11 @@ from .errors import GstalkerError
 from .serialization import check_writable
 
 
-def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto", size: int | None = None) -> "Talker":
+def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto", size: int | None = None,
+         mouth_gain: float | None = None) -> "Talker":
     """Read a model file written by `fit` (no workdir needed) onto `device`: a `Talker`.
-    `size`: render square frames of this side instead of the training size."""
+    `size`: render square frames of this side instead of the training size. `mouth_gain`: how
+    far the audio moves the face, over the model's own (`Talker`; None: the model's)."""
     from .api import resolve_device
     from .talker import TalkerModel
 
@@ -35,7 +37,26 @@ def load(path: str | os.PathLike, device: str = "auto", backend: str = "auto", s
     if size is not None:
         size = check_frame_size(size)
         model.resize_(size, size)
-    return Talker(model.eval(), meta, backend=backend)
+    return Talker(model.eval(), meta, backend=backend, mouth_gain=mouth_gain)
+
+
+MAX_MOUTH_GAIN = 3.0
+
+
+def _check_mouth_gain(model, gain: float | None) -> float:
+    """The gain to render with: `gain`, or the model's when None; out-of-range values and a gain
+    the model file cannot give (no mean code before format 4) fail with the fix."""
+    own = model.mouth_gain
+    if gain is None:
+        return 1.0 if own is None else own
+    gain = float(gain)
+    if not 0 <= gain <= MAX_MOUTH_GAIN:  # also NaN
+        raise GstalkerError(f"--mouth-gain must be between 0 (a still mouth) and {MAX_MOUTH_GAIN:g}, got {gain:g}; "
+                            "1 moves the mouth as trained")
+    if own is None and gain != 1.0:
+        raise GstalkerError("this model file is from before mouth gain (format 3 or older, no mean audio code): "
+                            "leave --mouth-gain out, or fit the model again with this version")
+    return gain
 
 
 class Talker:
@@ -49,8 +70,12 @@ class Talker:
 
     fps = FPS
 
-    def __init__(self, model, meta: dict, backend: str = "auto"):
+    def __init__(self, model, meta: dict, backend: str = "auto", mouth_gain: float | None = None):
+        """mouth_gain: the audio's motion of the face scaled about the mean training code's face
+        (`TalkerModel.deform`); None: the gain `fit` stored in the model (1 for files before format 4,
+        which cannot take another)."""
         self.model, self.meta, self.backend = model, meta, backend
+        self.mouth_gain = _check_mouth_gain(model, mouth_gain)
         self.feature_kind = meta["audio_features"]["kind"]
         self.last_render_fps: float | None = None
         self._cache = model.inference_cache(backend)
@@ -135,7 +160,7 @@ class Talker:
         """One frame: audio_code [code_dim], viewmat [4, 4], eye (scalar) -> [H, W, 3] float in [0, 1]."""
         dev = self.model.device
         out = self.model.render(audio_code.to(dev), viewmat.to(dev), eye, deform=True, backend=self.backend,
-                                cache=self._cache)
+                                cache=self._cache, mouth_gain=self.mouth_gain)
         return out["image"].clamp(0, 1)
 
     def frames(self, audio, sample_rate: int | None = None, poses: str = "playback"):

@@ -76,6 +76,9 @@ class TalkerModel(nn.Module):
         # speech-mean normalisation off
         self.register_buffer("speech_mean", torch.zeros(dim))
         self.register_buffer("speech_mean_frames", torch.zeros((), dtype=torch.int64))
+        # the training frames' mean audio code: `mouth_gain` scales the face's motion about the shape
+        # it gives (set with config["mouth_gain"] by `set_mouth_gain`; files before format 4 have neither)
+        self.register_buffer("code_mean", torch.zeros(config["code_dim"]))
         self.torso.fit_pose_normalization(self.poses)
 
     @property
@@ -121,17 +124,25 @@ class TalkerModel(nn.Module):
         return region_weight(self.gaussians.head.means.detach(), regions)
 
     def deform(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, cache: dict | None = None,
-               backend: str = "auto"):
+               backend: str = "auto", mouth_gain: float = 1.0):
         """The frame's Gaussians: (head, torso) keyword arguments for `rasterize`, the head deformed
         by the audio code and eye, the torso by the head pose. code None: the static Gaussians.
-        `backend` runs the hash grids (the rasterizer gets its own in `rasterize`)."""
+        `backend` runs the hash grids (the rasterizer gets its own in `rasterize`).
+
+        mouth_gain (inference only; 1: as trained): the head's deltas become
+        deltas(code_mean) + mouth_gain * (deltas(code) - deltas(code_mean)), the same eye in both,
+        so the audio's motion of the face grows about the mean training code's face and the eyes'
+        motion is untouched (docs/training.md, "Mouth gain")."""
         g = self.gaussians
         if code is None:
             return g.head.render_args(), g.torso.render_args()
         cache = cache or {}
         means = g.head.means.detach() if self.config.get("detach_deform_input", False) else g.head.means
-        head_deltas = self.face(means, code, torch.as_tensor(eye, device=self.device).reshape(1),
-                                spatial_hidden=cache.get("face"), backend=backend)
+        eye = torch.as_tensor(eye, device=self.device).reshape(1)
+        head_deltas = self.face(means, code, eye, spatial_hidden=cache.get("face"), backend=backend)
+        if mouth_gain != 1.0:
+            rest = self.face(means, self.code_mean, eye, spatial_hidden=cache.get("face"), backend=backend)
+            head_deltas = Deltas(*(r + mouth_gain * (d - r) for d, r in zip(head_deltas, rest)))
         weight = cache["face_weight"] if "face_weight" in cache else self.face_weight()
         if weight is not None:
             head_deltas = Deltas(*(d * weight for d in head_deltas))
@@ -174,11 +185,11 @@ class TalkerModel(nn.Module):
                 "torso_alpha": torso_alpha, "head_meta": head_meta, "torso_meta": torso_meta}
 
     def render(self, code: torch.Tensor | None, viewmat: torch.Tensor, eye, deform: bool = True,
-               backend: str = "auto", cache: dict | None = None) -> dict:
+               backend: str = "auto", cache: dict | None = None, mouth_gain: float = 1.0) -> dict:
         """One frame. code: [code_dim] smoothed audio code (None with deform=False), viewmat: [4, 4]
-        head pose, eye: scalar eye openness, cache: `inference_cache()` (inference only).
-        Returns `rasterize`'s dict."""
-        head, torso = self.deform(code if deform else None, viewmat, eye, cache, backend=backend)
+        head pose, eye: scalar eye openness, cache: `inference_cache()` and mouth_gain (`deform`):
+        inference only. Returns `rasterize`'s dict."""
+        head, torso = self.deform(code if deform else None, viewmat, eye, cache, backend=backend, mouth_gain=mouth_gain)
         return self.rasterize(head, torso, viewmat, backend=backend)
 
     def normalize_audio(self, windows: torch.Tensor) -> torch.Tensor:
@@ -201,6 +212,19 @@ class TalkerModel(nn.Module):
         else:
             self.speech_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
             self.speech_mean_frames.fill_(int(frames))
+
+    @property
+    def mouth_gain(self) -> float | None:
+        """The gain `fit` chose for this model's mouth at speak time (its preset's), or None for files
+        from before format 4, which hold no mean code to scale about."""
+        gain = self.config.get("mouth_gain")
+        return None if gain is None else float(gain)
+
+    @torch.no_grad()
+    def set_mouth_gain(self, code_mean: torch.Tensor, gain: float) -> None:
+        """Store the training frames' mean audio code [code_dim] and the default `mouth_gain`."""
+        self.code_mean.copy_(torch.as_tensor(code_mean, dtype=torch.float32))
+        self.config["mouth_gain"] = float(gain)
 
     def codes(self, windows: torch.Tensor, smooth: bool = True) -> torch.Tensor:
         """Audio windows [T, W, D] of consecutive frames -> smoothed codes [T, code_dim]."""
@@ -233,8 +257,9 @@ class TalkerModel(nn.Module):
             sets[part] = Gaussians(**rows)
         model = cls(config, GaussianModel(sets["head"], sets["torso"]), tensors["K"], tensors["torso_viewmat"],
                     tensors["background"], tensors["poses"], tensors["eyes"])
-        # format 1 files hold no audio statistics, format 2 no speech_mean: those keep their defaults
-        missing = {"audio_mean", "audio_std", "speech_mean", "speech_mean_frames"} - tensors.keys()
+        # format 1 files hold no audio statistics, format 2 no speech_mean, format 3 no code_mean:
+        # those keep their defaults
+        missing = {"audio_mean", "audio_std", "speech_mean", "speech_mean_frames", "code_mean"} - tensors.keys()
         model.load_state_dict(tensors, strict=not missing)
         return model
 

@@ -61,6 +61,12 @@ PRESETS = {
                   mouth_weight=1.0, mouth_px=128),
 }
 
+# the mouth gain `fit` stores in the model for `speak` (TalkerModel.deform; 1 where unmeasured): not a
+# training setting, so a checkpoint resumes across a change of it. cpu: a code read off speech the model has
+# not heard carries about 0.7 of the mouth's amplitude (docs/benchmarks.md, "Where the mouth's amplitude is
+# lost"); 1.3 gives it back (docs/benchmarks.md, "The mouth gain")
+SPEAK_MOUTH_GAIN = {"cpu": 1.3}
+
 
 def default_preset(device: torch.device) -> str:
     """`fit` without --preset: `fast` on a CUDA GPU, `cpu` elsewhere (fast would run for days)."""
@@ -427,6 +433,16 @@ class Trainer:
 
     def code(self, i: int):
         return self.codes(i)[0]
+
+    @torch.no_grad()
+    def mean_code(self) -> torch.Tensor:
+        """The training frames' mean audio code [code_dim], without augmentation: what `mouth_gain`
+        scales the face's motion about."""
+        total = 0
+        for chunk in self.data.train_ids.to(self.data.audio.device).split(256):
+            windows = self.model.normalize_audio(self.data.windows(chunk, self.model.smoother.att_window))
+            total = total + self.model.smoother(windows).sum(0)
+        return total / len(self.data.train_ids)
 
     def _mouth_shape_frames(self, frames: torch.Tensor | None) -> torch.Tensor:
         """`frames` [B] long, or `mouth_shape_batch` (64) random training frames with a tracked
@@ -876,6 +892,7 @@ def run_training(trainer: Trainer, progress: bool | None = None, checkpoint_ever
         trainer.save_checkpoint()
         raise
     elapsed = time.monotonic() - t0
+    trainer.model.set_mouth_gain(trainer.mean_code(), SPEAK_MOUTH_GAIN.get(s.preset, 1.0))
     trainer.save_checkpoint()
     trainer.preview(previews / f"step_{trainer.step_count:06d}.png")
     plot_curve(trainer.history, trainer.workdir / "loss_curve.png", stage_boundary=s.static_iters)

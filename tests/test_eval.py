@@ -266,6 +266,7 @@ def tiny(tmp_path_factory):
     t = Trainer(TrainData(pv, torch.device("cpu")), s, pv.meta["audio_features"], tmp)
     for _ in range(30):
         t.step()
+    t.model.set_mouth_gain(t.mean_code(), 1.0)  # as run_training does at its end
     return {"model": t.model.save(tmp / "subject.safetensors", {"iterations": 30}), "workdir": wd, "tmp": tmp}
 
 
@@ -292,6 +293,7 @@ def test_eval_command_report_and_video(tiny, tmp_path):
     from gstalker.evaluate import file_sha256, metric
 
     assert report["model"]["sha256"] == file_sha256(tiny["model"]) and len(report["model"]["sha256"]) == 64
+    assert report["model"]["mouth_gain"] == 1.0 and "mouth gain 1)" in result.output  # the model's own
     assert report["frames"] == 3 and report["heldout"]["first"] == 27 and report["heldout"]["last"] == 29
     assert report["device"] == "cpu" and report["size"] == [48, 48]
     for name in ("psnr", "ssim", "psnr_face", "ssim_face"):
@@ -401,10 +403,11 @@ def test_eval_cross_driven_report_plot_and_video(tiny, tmp_path):
     save_wav(speech, speech_like(1.2), 16000)
     out, video = tmp_path / "cross.json", tmp_path / "said.mp4"
     result = runner.invoke(app, ["eval", str(tiny["model"]), "-w", str(tiny["workdir"]), "--audio", str(speech),
-                                 "-o", str(out), "--video", str(video), "--device", "cpu"])
+                                 "-o", str(out), "--video", str(video), "--device", "cpu", "--mouth-gain", "1.4"])
     assert result.exit_code == 0, result.output
     assert "cross-driven by speech.wav" in result.output and "| av_sync |" in result.output
     report = json.loads(out.read_text())
+    assert report["model"]["mouth_gain"] == 1.4 and "mouth gain 1.4)" in result.output
     assert list(report) == CROSS_KEYS and report["mode"] == "cross" and report["schema"] == "gstalker.eval/1"
     assert report["audio"] == {"path": str(speech), "sha256": file_sha256(speech), "seconds": 1.2}
     assert [m["metric"] for m in report["metrics"]] == ["av_sync", "av_lag", "mouth_motion", "silence_motion",

@@ -109,8 +109,27 @@ def test_inference_cache_changes_nothing(model_path):
     code = talker.codes(talker.audio(np.random.default_rng(2).standard_normal(16000).astype(np.float32)))[7]
     viewmat, eye = talker.pose(7)
     with torch.no_grad():
-        plain = talker.model.render(code, viewmat, eye)["image"].clamp(0, 1)
+        plain = talker.model.render(code, viewmat, eye, mouth_gain=talker.mouth_gain)["image"].clamp(0, 1)
     torch.testing.assert_close(talker.render(code, viewmat, eye), plain, atol=1e-6, rtol=1e-5)
+
+
+def test_mouth_gain_reaches_the_frames(model_path, speech, tmp_path):
+    """--mouth-gain / load(mouth_gain=): another gain renders other frames; the model's own is
+    the default; a gain out of range is a one-line error naming the range."""
+    wave = np.random.default_rng(3).standard_normal(16000).astype(np.float32) * 0.1
+    own = gstalker.load(model_path, device="cpu")
+    assert own.mouth_gain == 1.0  # tiny_mel_model stores gain 1
+    wide = gstalker.load(model_path, device="cpu", mouth_gain=2.5)
+    a, b = own.speak(wave, poses="still"), wide.speak(wave, poses="still")
+    assert np.abs(a.astype(int) - b.astype(int)).max() > 0
+    assert np.array_equal(gstalker.load(model_path, device="cpu", mouth_gain=1.0).speak(wave, poses="still"), a)
+    out = str(tmp_path / "o.mp4")
+    result = runner.invoke(app, ["speak", str(model_path), str(speech), "-o", out, "--mouth-gain", "1.5"])
+    assert result.exit_code == 0, result.output
+    for bad in ("-1", "4", "nan"):
+        one_line_error(runner.invoke(app, ["speak", str(model_path), str(speech), "-o", str(tmp_path / "x.mp4"),
+                                           "--mouth-gain", bad]), "--mouth-gain must be between 0")
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_the_backend_reaches_the_hash_grids(model_path, monkeypatch):

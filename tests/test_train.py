@@ -1,6 +1,7 @@
 """Training on a tiny synthetic clip: density control keeps optimiser state in shape, resume is
 bit for bit, the model file round-trips, and settings are validated."""
 
+import json
 
 import numpy as np
 import pytest
@@ -165,7 +166,6 @@ def test_trainer_step_synchronises_once_per_rasterize(tmp_path):
 def test_format_1_model_files_load_with_identity_audio_statistics(tmp_path):
     """Model files from before the audio statistics were stored (format 1) still load and
     render: their features are taken as they are (mean 0, std 1)."""
-    import json
 
     from safetensors.torch import load_file as st_load
     from safetensors.torch import save_file as st_save
@@ -544,3 +544,61 @@ def test_smoother_lr_sets_the_audio_smoothers_share_of_the_network_rate(tmp_path
 
     t, _ = face_trainer(tmp_path / "default")
     assert [g["name"] for g in t.net_opt.param_groups] == ["tables", "other"]
+
+
+def test_mouth_gain_scales_the_audios_deltas_about_the_mean_code(tmp_path):
+    """deform(mouth_gain=g): deltas(mean code) + g * (deltas(code) - deltas(mean code)) for the
+    head; the eye's motion (the mean code's face) is the same at every gain."""
+    t = make_trainer(tmp_path, iters=4)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a face field that moves things (its output layer starts at zero)
+        for p in t.model.face.mlp.out.parameters():
+            p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    t.model.set_mouth_gain(t.mean_code(), 1.0)
+    code, viewmat, eye = t.code(5).detach(), t.data.viewmats[5], t.data.eyes[5]
+    with torch.no_grad():
+        heads = {g: t.model.deform(code, viewmat, eye, mouth_gain=g)[0] for g in (0.0, 1.0, 2.0)}
+        rest = t.model.deform(t.model.code_mean, viewmat, eye)[0]
+        rest2 = t.model.deform(t.model.code_mean, viewmat, eye, mouth_gain=2.0)[0]
+    moved = heads[1.0]["means3d"] - rest["means3d"]
+    assert moved.abs().max() > 1e-3
+    torch.testing.assert_close(heads[2.0]["means3d"] - rest["means3d"], 2 * moved, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(heads[0.0]["means3d"], rest["means3d"])
+    torch.testing.assert_close(rest2["means3d"], rest["means3d"])
+    assert not torch.allclose(heads[2.0]["scales"], heads[1.0]["scales"])  # quaternions and scales too
+
+
+def test_fit_stores_the_mean_code_and_the_presets_mouth_gain(tmp_path):
+    from safetensors.torch import load_file as st_load
+    from safetensors.torch import save_file as st_save
+    from safetensors import safe_open
+
+    from gstalker.speak import Talker
+    from gstalker.train import SPEAK_MOUTH_GAIN
+
+    t = make_trainer(tmp_path, iters=4)
+    t.settings.preset = "cpu"  # its gain; the schedule stays the small one
+    run_training(t, progress=False)
+    assert t.model.mouth_gain == SPEAK_MOUTH_GAIN["cpu"] != 1.0
+    with torch.no_grad():
+        codes = t.model.smoother(t.model.normalize_audio(t.data.windows(t.data.train_ids, t.model.smoother.att_window)))
+    torch.testing.assert_close(t.model.code_mean, codes.mean(0))
+    path = t.model.save(tmp_path / "m.safetensors")
+    model, meta = TalkerModel.load(path)
+    assert meta["format_version"] == 4 and model.mouth_gain == SPEAK_MOUTH_GAIN["cpu"]
+    torch.testing.assert_close(model.code_mean, t.model.code_mean)
+    assert Talker(model, meta).mouth_gain == SPEAK_MOUTH_GAIN["cpu"]
+
+    # a format 3 file: no mean code, no gain in its config -> speaks at 1 and refuses another
+    tensors = st_load(str(path))
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["gstalker"])
+    meta["format_version"] = 3
+    del meta["config"]["mouth_gain"]
+    st_save({k: v for k, v in tensors.items() if k != "code_mean"}, str(tmp_path / "old.safetensors"),
+            metadata={"gstalker": json.dumps(meta)})
+    old, meta = TalkerModel.load(tmp_path / "old.safetensors")
+    assert old.mouth_gain is None and Talker(old, meta).mouth_gain == 1.0
+    assert Talker(old, meta, mouth_gain=1.0).mouth_gain == 1.0
+    with pytest.raises(ValueError, match="before mouth gain"):
+        Talker(old, meta, mouth_gain=1.5)
