@@ -65,6 +65,7 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--audio", type=Path, default=MEDIA / "musetalk_eng.wav")
     parser.add_argument("--seconds", type=float, default=None, help="speech length for the end-to-end row")
+    parser.add_argument("--mouth-gain", type=float, default=None, help="with --model: render at this gain (default: the model's)")
     args = parser.parse_args()
     import gstalker
     from gstalker.speak import Talker
@@ -72,8 +73,8 @@ def main():
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.model:
-        talker = gstalker.load(args.model)
-        what = args.model.name
+        talker = gstalker.load(args.model, mouth_gain=args.mouth_gain)
+        what = f"{args.model.name}, mouth gain {talker.mouth_gain:g}"
     else:
         size, nh, nt = (128, 3000, 1500) if (args.quick or device.type == "cpu") else (512, 60_000, 20_000)
         model = stand_in_model(size, nh, nt, device)
