@@ -16,6 +16,10 @@ import typer
 
 from . import __version__
 
+# speak, serve and eval render alike
+MOUTH_GAIN_HELP = ("How far the speech moves the mouth, over the model's own (1: as trained; default: the gain fit "
+                   "chose, 1.3 for the cpu preset).")
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -234,7 +238,7 @@ def speak(
     poses: str = typer.Option("playback", "--poses", help="playback (training poses back and forth) or still."),
     size: Optional[int] = typer.Option(None, "--size", help="Side of the output frames, pixels (default: the training size)."),
     crf: int = typer.Option(18, "--crf", help="H.264 quality: lower is better and larger (0-51)."),
-    mouth_gain: Optional[float] = typer.Option(None, "--mouth-gain", help="How far the speech moves the mouth, over the model's own (1: as trained; default: the gain fit chose, 1.3 for the cpu preset)."),
+    mouth_gain: Optional[float] = typer.Option(None, "--mouth-gain", help=MOUTH_GAIN_HELP),
 ) -> None:
     """Make the model's person say AUDIO: a lip-synced mp4 with the audio muxed in."""
     from .speak import load
@@ -258,7 +262,7 @@ def serve(
     max_mb: float = typer.Option(50.0, "--max-mb", help="Largest upload (MB)."),
     max_clients: int = typer.Option(8, "--max-clients", help="Streams at once; more are told to wait."),
     delay_ms: Optional[float] = typer.Option(None, "--delay-ms", help="Playback delay on the page (default: the look-ahead + 240 ms to render); frames later than it are dropped."),
-    mouth_gain: Optional[float] = typer.Option(None, "--mouth-gain", help="How far the speech moves the mouth, over the model's own (1: as trained; default: the gain fit chose, 1.3 for the cpu preset)."),
+    mouth_gain: Optional[float] = typer.Option(None, "--mouth-gain", help=MOUTH_GAIN_HELP),
 ) -> None:
     """Serve a page where the model's person says a speech file or your microphone, live."""
     if not 0 < port < 65536:
@@ -280,7 +284,7 @@ def eval_(
     video: Optional[str] = typer.Option(None, "--video", help="Also write this mp4: real | rendered | difference (x4) side by side with the tail's audio, or with --audio the rendered frames with the speech."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Score only the first N held-out frames, or N frames of the speech (default: all)."),
-    mouth_gain: Optional[float] = typer.Option(None, "--mouth-gain", help="How far the speech moves the mouth, over the model's own (1: as trained; default: the gain fit chose, 1.3 for the cpu preset)."),
+    mouth_gain: Optional[float] = typer.Option(None, "--mouth-gain", help=MOUTH_GAIN_HELP),
 ) -> None:
     """Score MODEL. Self-driven (default): on its video's held-out tail, PSNR, SSIM, LPIPS, LMD,
     lip-motion correlation, render speed and lip sync (av_sync, av_lag, mouth_motion,

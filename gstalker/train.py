@@ -423,11 +423,12 @@ class Trainer:
                 loss = loss + LOSS_WEIGHTS["lpips"] * self.lpips(out["image"][rows, cols], image[rows, cols])
         return loss, image
 
-    def codes(self, frames: int | torch.Tensor) -> torch.Tensor:
+    def codes(self, frames: int | torch.Tensor, augment: bool = True) -> torch.Tensor:
         """Smoothed audio codes of training frames (one index or a LongTensor [B]): [B, code_dim],
-        from windows put through `augment_audio` when the schedule's `audio_augment` is set."""
+        from windows put through `augment_audio` when the schedule's `audio_augment` is set (and
+        `augment`)."""
         windows = self.model.normalize_audio(self.data.windows(frames, self.model.smoother.att_window))
-        if self.sched.get("audio_augment", 0):
+        if augment and self.sched.get("audio_augment", 0):
             windows = augment_audio(windows, self.sched["audio_augment"], self.gen)
         return self.model.smoother(windows)
 
@@ -438,11 +439,8 @@ class Trainer:
     def mean_code(self) -> torch.Tensor:
         """The training frames' mean audio code [code_dim], without augmentation: what `mouth_gain`
         scales the face's motion about."""
-        total = 0
-        for chunk in self.data.train_ids.to(self.data.audio.device).split(256):
-            windows = self.model.normalize_audio(self.data.windows(chunk, self.model.smoother.att_window))
-            total = total + self.model.smoother(windows).sum(0)
-        return total / len(self.data.train_ids)
+        chunks = self.data.train_ids.to(self.data.audio.device).split(256)
+        return sum(self.codes(chunk, augment=False).sum(0) for chunk in chunks) / len(self.data.train_ids)
 
     def _mouth_shape_frames(self, frames: torch.Tensor | None) -> torch.Tensor:
         """`frames` [B] long, or `mouth_shape_batch` (64) random training frames with a tracked
