@@ -18,7 +18,7 @@ from . import __version__
 
 # speak, serve and eval render alike
 MOUTH_GAIN_HELP = ("How far the speech moves the mouth, over the model's own (1: as trained; default: the gain fit "
-                   "chose, 1.3 for the cpu preset).")
+                   "chose, 1.5 for the cpu preset).")
 
 app = typer.Typer(
     add_completion=False,
