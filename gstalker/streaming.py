@@ -52,7 +52,12 @@ from .data import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 N_FFT, WIN = 512, 400
 HALF = WIN // 2  # a feature frame reads samples [j*HOP - 200, j*HOP + 200)
-SPEECH_MEAN_PRIOR = 150  # feature frames (3 s of speech) the training mean weighs in a speech's mean
+# feature frames (0.5 s of speech) the training mean weighs in a speech's running mean. At 150 (3 s) a foreign
+# voice was read as the training microphone's through its first seconds, and the interview models held its
+# mouth shut there. 25 lifted loudness sync with the two longer foreign speeches on every seed, and the
+# rendered mouth followed the real one as well or better with the own voice (docs/benchmarks.md, "The speech
+# mean's prior")
+SPEECH_MEAN_PRIOR = 25
 
 
 class RunningSpeechMean:
