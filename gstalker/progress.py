@@ -35,6 +35,7 @@ class _LogTask:
         self.start = self.last = time.monotonic()
         self.info = ""
         self.finished = False
+        self.printed = None  # the count on the last line out
 
     def _line(self, now: float) -> None:
         elapsed = now - self.start
@@ -42,6 +43,7 @@ class _LogTask:
         rate = done / elapsed if elapsed > 0 and done > 0 else None
         eta = _clock((self.total - self.n) / rate) if rate else "-"
         speed = f"{rate:.1f} {self.unit}/s" if rate else f"- {self.unit}/s"
+        self.printed = self.n
         print(f"{self.name}: {self.n}/{self.total}  {speed}  elapsed {_clock(elapsed)}  eta {eta}  {self.info}".rstrip(),
               file=sys.stderr, flush=True)
 
@@ -59,7 +61,7 @@ class _LogTask:
 
     def done(self, count: int | None = None) -> None:
         n = self.total if count is None else count
-        if self.finished and self.n == self.total == n:  # its end line is out already
+        if self.finished and self.printed == n:  # its end line is out already
             return
         self.n = self.total = n
         self.finished = True

@@ -36,3 +36,22 @@ def test_a_stage_left_unfinished_still_gets_its_last_line(capsys, monkeypatch):
     with Progress(True, log_every=3600) as bars:
         bars.task("rendering", 10, unit="frames").advance(4)
     assert capsys.readouterr().err.split()[:2] == ["rendering:", "4/10"]
+
+
+def test_a_stage_that_overruns_its_estimate_ends_with_one_line(capsys, monkeypatch):
+    # preprocessing's totals are estimates from the declared duration: a scan that sees one frame
+    # more than its estimate printed its end line twice
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    with Progress(True, log_every=3600) as bars:
+        scan = bars.task("find face", 3, unit="frames")
+        for _ in range(4):
+            scan.advance()
+        scan.done()
+        decode = bars.task("decode, crop", 3, unit="frames")
+        for _ in range(4):
+            decode.advance()
+        decode.done(4)
+    counts = [line.split(": ")[0] + " " + line.split(": ")[1].split()[0]
+              for line in capsys.readouterr().err.splitlines() if line.strip()]
+    # the scan's end line once; the decode's real count after its estimate's
+    assert counts == ["find face 3/3", "decode, crop 3/3", "decode, crop 4/4"], counts
