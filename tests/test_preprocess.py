@@ -256,6 +256,8 @@ def face1_workdir(tmp_path_factory):
     res = runner.invoke(app, ["preprocess", str(MEDIA / "retalking_face1.mp4"), "--workdir", str(wd), "--size", "384"])
     assert res.exit_code == 0, res.output
     assert "quality will suffer" in res.output  # under a minute: warned
+    # under 30 s the sound's offset is not measured, and the user is told how to set it
+    assert "offset behind the picture was not measured: under 30 s of the clip show the mouth" in res.output and "--av-offset" in res.output
     return wd, time.perf_counter() - t
 
 

@@ -414,6 +414,14 @@ def _run_stages(video, info, wd: Path, size: int, s0: float, e0: float, audio_fe
         ms = abs(sync["offset_frames"]) * 1000 // FPS
         _warn(f"{video}: the sound runs {ms} ms {how} the picture (measured from the lip motion); training "
               f"uses it moved to match. Keep it as recorded with --av-offset 0")
+    elif sync["source"] == "auto-rejected" and "sync" in ran:
+        from .sync import MIN_FRAMES
+
+        why = (f"under {MIN_FRAMES // FPS} s of the clip show the mouth" if sync["estimate_frames"] is None else
+               f"the lip motion does not settle it (best guess {sync['estimate_frames']:+d} frames, + the sound late; correlation "
+               f"{sync['correlation']:.2f}, {sync['agreement']:.0%} of 10 s stretches agree)")
+        _warn(f"{video}: the sound's offset behind the picture was not measured: {why}; the sound is kept as "
+              f"recorded (--av-offset SECONDS moves it if the lips look late or early)")
     run(feat_stage, fp_feat, (feat_file,), lambda: _stage_features(wd, n, audio_features, prog), timing="features")
 
     t = time.perf_counter()
