@@ -74,6 +74,11 @@ def _warn(msg: str) -> None:
     warnings.warn(msg, PreprocessWarning, stacklevel=3)
 
 
+def _offset_words(frames: int) -> str:
+    """An offset of the sound behind the picture in frames as words: "120 ms behind", "40 ms ahead of"."""
+    return f"{abs(frames) * 1000 // FPS} ms {'behind' if frames >= 0 else 'ahead of'}"
+
+
 # ------------------------------------------------------------------------------- stages
 def _stage_decode(video, info, wd, size, start, end, prog):
     from torchvision.io import encode_jpeg
@@ -410,16 +415,14 @@ def _run_stages(video, info, wd: Path, size: int, s0: float, e0: float, audio_fe
         lambda: _stage_sync(wd, n, None if av_offset is None else offset_setting, prog))
     sync = json.loads((wd / C.CACHE / "sync.json").read_text())
     if sync["source"] == "auto" and sync["offset_frames"] and "sync" in ran:
-        how = "behind" if sync["offset_frames"] > 0 else "ahead of"
-        ms = abs(sync["offset_frames"]) * 1000 // FPS
-        _warn(f"{video}: the sound runs {ms} ms {how} the picture (measured from the lip motion); training "
-              f"uses it moved to match. Keep it as recorded with --av-offset 0")
+        _warn(f"{video}: the sound runs {_offset_words(sync['offset_frames'])} the picture (measured from the lip "
+              f"motion); training uses it moved to match. Keep it as recorded with --av-offset 0")
     elif sync["source"] == "auto-rejected" and "sync" in ran:
         from .sync import MIN_FRAMES
 
         why = (f"under {MIN_FRAMES // FPS} s of the clip show the mouth" if sync["estimate_frames"] is None else
-               f"the lip motion does not settle it (best guess {sync['estimate_frames']:+d} frames, + the sound late; correlation "
-               f"{sync['correlation']:.2f}, {sync['agreement']:.0%} of 10 s stretches agree)")
+               f"the lip motion does not settle it (best guess: the sound {_offset_words(sync['estimate_frames'])} the "
+               f"picture, correlation {sync['correlation']:.2f}, {sync['agreement']:.0%} of 10 s stretches agree)")
         _warn(f"{video}: the sound's offset behind the picture was not measured: {why}; the sound is kept as "
               f"recorded (--av-offset SECONDS moves it if the lips look late or early)")
     run(feat_stage, fp_feat, (feat_file,), lambda: _stage_features(wd, n, audio_features, prog), timing="features")
